@@ -1,0 +1,212 @@
+"""The consumer runner: consume, handle, produce and commit offsets in one transaction.
+
+A batch of records is handled inside one store transaction that also carries the batch's
+consumed offsets, so its output and its progress commit together or not at all. A record that
+cannot be decoded, names an unknown event type, or whose handler keeps failing goes to the
+dead-letter topic with its original bytes and the reason in headers; the runner goes on.
+Infrastructure errors (``TransientError``) are different: the runner pauses and retries the
+same batch, so an outage delays work but never drops it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from services.platform.envelope import Envelope, EventRegistry, PoisonEvent, decode
+from services.platform.errors import DomainError, WriterFenced
+from services.platform.eventstore import ConsumedOffsets, EventStore, LogRecord, Transaction
+
+log = logging.getLogger(__name__)
+
+DEADLETTER_TOPIC = "deadletter.v1"
+REASON_HEADER = "deadletter.reason"
+
+Handler = Callable[[Envelope, Transaction], None]
+
+
+class TransientError(Exception):
+    """Something the handler depends on is unavailable; retry later, never dead-letter."""
+
+
+class Source(ABC):
+    """The port the runner reads from: a consumer-group member (Kafka) or a fake in unit tests."""
+
+    @abstractmethod
+    def poll(self, max_records: int, timeout_s: float) -> list[LogRecord]: ...
+
+    @abstractmethod
+    def group_metadata(self) -> Any:
+        """What the transaction needs to fence a zombie member of the same group."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+
+@dataclass
+class RunnerStats:
+    handled: int = 0
+    duplicates: int = 0
+    dead_lettered: int = 0
+    retries: int = 0
+
+
+class _HandlerFailed(Exception):
+    def __init__(self, record: LogRecord, cause: Exception) -> None:
+        super().__init__(str(cause))
+        self.record = record
+        self.cause = cause
+
+
+def _position(record: LogRecord) -> tuple[str, int, int]:
+    return (record.topic, record.partition, record.offset)
+
+
+class ConsumerRunner:
+    """Runs one handler over a source, exactly once per event, with poison events dead-lettered."""
+
+    def __init__(
+        self,
+        name: str,
+        source: Source,
+        store: EventStore,
+        registry: EventRegistry,
+        handler: Handler,
+        *,
+        deadletter_topic: str = DEADLETTER_TOPIC,
+        max_attempts: int = 3,
+        batch_size: int = 500,
+        poll_timeout_s: float = 0.2,
+        max_backoff_s: float = 30.0,
+        dedup_by_store: bool = True,
+    ) -> None:
+        self.name = name
+        self.stats = RunnerStats()
+        self._source = source
+        self._store = store
+        self._registry = registry
+        self._handler = handler
+        self._deadletter_topic = deadletter_topic
+        self._max_attempts = max_attempts
+        self._batch_size = batch_size
+        self._poll_timeout_s = poll_timeout_s
+        self._max_backoff_s = max_backoff_s
+        self._dedup_by_store = dedup_by_store
+        self._attempts: dict[tuple[str, int, int], int] = {}
+        self._poison: dict[tuple[str, int, int], str] = {}
+
+    def run(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            self.run_once(stop)
+        self.close()
+
+    def close(self) -> None:
+        """Leave the consumer group; what was not committed is read again by the next member."""
+        self._source.close()
+
+    def run_once(self, stop: threading.Event | None = None) -> int:
+        """Poll one batch and see it through (retrying as needed); returns how many records it held."""
+        records = self._source.poll(self._batch_size, self._poll_timeout_s)
+        if not records:
+            return 0
+        delay = 0.05
+        while True:
+            try:
+                self._process(records)
+                break
+            except WriterFenced:
+                raise
+            except _HandlerFailed as failure:
+                self._count_failure(failure)
+            except Exception as error:  # a transient error or an aborted transaction: the same batch again
+                log.warning(
+                    "%s: batch of %d retried after %s: %s",
+                    self.name,
+                    len(records),
+                    type(error).__name__,
+                    error,
+                )
+            self.stats.retries += 1
+            if stop is not None and stop.wait(delay):
+                return len(records)
+            delay = min(delay * 2, self._max_backoff_s)
+        for record in records:
+            self._attempts.pop(_position(record), None)
+            self._poison.pop(_position(record), None)
+        return len(records)
+
+    def _count_failure(self, failure: _HandlerFailed) -> None:
+        position = _position(failure.record)
+        attempts = self._attempts.get(position, 0) + 1
+        self._attempts[position] = attempts
+        deterministic = isinstance(failure.cause, DomainError)
+        if deterministic or attempts >= self._max_attempts:
+            self._poison[position] = f"{type(failure.cause).__name__}: {failure.cause}"
+        log.warning(
+            "%s: handler failed on %s[%d]@%d (attempt %d): %s",
+            self.name,
+            *position,
+            attempts,
+            failure.cause,
+        )
+
+    def _process(self, records: Sequence[LogRecord]) -> None:
+        offsets: dict[tuple[str, int], int] = {}
+        for record in records:
+            key = (record.topic, record.partition)
+            offsets[key] = max(offsets.get(key, 0), record.offset + 1)
+        consumed = ConsumedOffsets(offsets, self._source.group_metadata())
+        handled, duplicates, dead = 0, 0, 0
+        seen_in_batch: set[str] = set()
+        with self._store.transaction(consumed) as tx:
+            for record in records:
+                reason = self._poison.get(_position(record))
+                envelope = None
+                if reason is None:
+                    try:
+                        envelope = decode(record.value, record.headers, self._registry)
+                    except PoisonEvent as error:
+                        reason = f"{type(error).__name__}: {error}"
+                if envelope is None:
+                    tx.publish(
+                        self._deadletter_topic,
+                        record.key,
+                        record.value or b"",
+                        self._deadletter_headers(record, reason),
+                    )
+                    dead += 1
+                    continue
+                if envelope.event_id in seen_in_batch or (
+                    self._dedup_by_store and self._store.has_seen(envelope.event_id)
+                ):
+                    duplicates += 1
+                    continue
+                try:
+                    self._handler(envelope, tx)
+                except TransientError:
+                    raise
+                except Exception as error:
+                    raise _HandlerFailed(record, error) from error
+                seen_in_batch.add(envelope.event_id)
+                handled += 1
+        self.stats.handled += handled
+        self.stats.duplicates += duplicates
+        self.stats.dead_lettered += dead
+        if dead:
+            log.warning("%s: %d record(s) dead-lettered to %s", self.name, dead, self._deadletter_topic)
+
+    def _deadletter_headers(self, record: LogRecord, reason: str | None) -> list[tuple[str, bytes]]:
+        return [
+            *record.headers,
+            (REASON_HEADER, (reason or "unknown").encode()),
+            ("deadletter.topic", record.topic.encode()),
+            ("deadletter.partition", str(record.partition).encode()),
+            ("deadletter.offset", str(record.offset).encode()),
+            ("deadletter.consumer", self.name.encode()),
+            ("deadletter.at", datetime.now(UTC).isoformat().encode()),
+        ]

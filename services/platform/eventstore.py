@@ -1,0 +1,456 @@
+"""The event store: one context's aggregates, appended with an expected version, rebuilt by replay.
+
+The store keeps every aggregate's current state and version in memory, rebuilt at start-up
+from the latest partition snapshots plus the tail of the context's events topic. Appends go
+through a ``Transaction``: all events (and, for reactions, the consumed offsets) of one unit of
+work are written to the log atomically, and only then applied to the in-memory states. The log
+itself is a port (``EventLog``): Kafka in production (``kafka_log.KafkaEventLog``), an
+in-memory fake in unit tests; both pass ``tests/contract/test_event_store.py``.
+
+One process writes a context's partitions; the log's writer id fences an older instance that
+still believes it is the writer (``WriterFenced``). Writers in the same process serialise on
+the store's lock, so a decide() always sees the state its append will extend.
+"""
+
+from __future__ import annotations
+
+import threading
+from abc import ABC, abstractmethod
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Generic, TypeVar
+
+from callcenter.common.v1 import snapshot_pb2
+from google.protobuf.message import Message
+from opentelemetry import propagate
+
+from services.platform.envelope import (
+    Cause,
+    Envelope,
+    EventRegistry,
+    Headers,
+    PoisonEvent,
+    decode,
+    encode,
+    make_envelope,
+)
+from services.platform.errors import ConcurrencyError, WriterFenced
+
+S = TypeVar("S")
+
+
+@dataclass(frozen=True, slots=True)
+class Deadline:
+    """A moment at which an aggregate expects something to happen unless its state moves on first."""
+
+    name: str
+    due_at: datetime
+
+
+@dataclass(frozen=True)
+class AggregateKind(Generic[S]):
+    """How the store builds one kind of aggregate from its events.
+
+    ``evolve`` is the pure fold; ``deadlines`` lists the timers the state is waiting on;
+    ``snapshot``/``restore`` encode the state for snapshots (without them, the kind is always
+    rebuilt by full replay), ``state_version`` names that encoding.
+    """
+
+    name: str
+    initial: Callable[[str], S]
+    evolve: Callable[[S, Envelope], S]
+    deadlines: Callable[[S], Iterable[Deadline]] = lambda _state: ()
+    snapshot: Callable[[S], bytes] | None = None
+    restore: Callable[[bytes], S] | None = None
+    state_version: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Loaded(Generic[S]):
+    """An aggregate's state and version; version 0 means it has no events yet."""
+
+    state: S
+    version: int
+
+    @property
+    def exists(self) -> bool:
+        return self.version > 0
+
+
+@dataclass(frozen=True, slots=True)
+class LogRecord:
+    """A record read from a topic, with where it was."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingRecord:
+    topic: str
+    key: bytes | None
+    value: bytes
+    headers: Headers = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    partition: int
+    offset: int
+
+
+@dataclass(frozen=True)
+class ConsumedOffsets:
+    """Offsets (next to read) that commit in the same transaction as a reaction's output."""
+
+    offsets: Mapping[tuple[str, int], int]
+    group_metadata: Any = None
+
+
+class EventLog(ABC):
+    """The port: a context's events topic and snapshots topic, written transactionally by one writer."""
+
+    topic: str
+
+    @abstractmethod
+    def open(self) -> None:
+        """Become the writer: fence any older writer with the same writer id, abort its open transaction."""
+
+    @abstractmethod
+    def read_snapshots(self) -> list[snapshot_pb2.PartitionSnapshot]:
+        """The latest snapshot of each partition that has one."""
+
+    @abstractmethod
+    def replay(self, start: Mapping[int, int]) -> Iterator[LogRecord]:
+        """Committed records of the events topic from ``start`` (offset per partition, else 0) to the end."""
+
+    @abstractmethod
+    def commit(
+        self, records: Sequence[OutgoingRecord], consumed: ConsumedOffsets | None
+    ) -> list[Position | None]:
+        """Write all records and consumed offsets atomically; returns each record's position.
+
+        Raises WriterFenced when another writer took over; any other error leaves nothing written.
+        """
+
+    @abstractmethod
+    def write_snapshots(self, snapshots: Sequence[snapshot_pb2.PartitionSnapshot]) -> None: ...
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+
+class CorruptLog(Exception):
+    """The context's own events topic holds a record the context cannot apply; the writer cannot start."""
+
+
+StateListener = Callable[[AggregateKind[Any], str, Any], None]
+
+
+class _SeenIds:
+    """A bounded, insertion-ordered set: the most recent ids that caused events here."""
+
+    def __init__(self, capacity: int) -> None:
+        self._ids: OrderedDict[str, None] = OrderedDict()
+        self._capacity = capacity
+
+    def add(self, event_id: str) -> None:
+        if not event_id:
+            return
+        self._ids[event_id] = None
+        self._ids.move_to_end(event_id)
+        while len(self._ids) > self._capacity:
+            self._ids.popitem(last=False)
+
+    def __contains__(self, event_id: str) -> bool:
+        return event_id in self._ids
+
+
+@dataclass
+class _Cached:
+    state: Any
+    version: int
+    partition: int | None = None
+
+
+class EventStore:
+    """One context's aggregates in memory, written through an EventLog."""
+
+    def __init__(
+        self,
+        log: EventLog,
+        registry: EventRegistry,
+        kinds: Sequence[AggregateKind[Any]],
+        *,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        snapshot_every: int = 0,
+        remembered_causes: int = 200_000,
+    ) -> None:
+        self._log = log
+        self._registry = registry
+        self._kinds = {kind.name: kind for kind in kinds}
+        self._clock = clock
+        self._snapshot_every = snapshot_every
+        self._lock = threading.RLock()
+        self._cache: dict[tuple[str, str], _Cached] = {}
+        self._next_offset: dict[int, int] = {}
+        self._since_snapshot = 0
+        self._seen = _SeenIds(remembered_causes)
+        self._listeners: list[StateListener] = []
+        self._fenced: WriterFenced | None = None
+        self.replayed_events = 0
+        self.restored_aggregates = 0
+
+    @property
+    def topic(self) -> str:
+        return self._log.topic
+
+    @property
+    def registry(self) -> EventRegistry:
+        return self._registry
+
+    def kind(self, name: str) -> AggregateKind[Any]:
+        try:
+            return self._kinds[name]
+        except KeyError:
+            raise KeyError(f"aggregate kind {name!r} is not registered with the {self.topic} store") from None
+
+    def start(self) -> None:
+        """Become the writer, then rebuild every aggregate from snapshots and the tail of the topic."""
+        with self._lock:
+            self._log.open()
+            start = self._restore_snapshots()
+            for record in self._log.replay(start):
+                try:
+                    envelope = decode(record.value, record.headers, self._registry)
+                except PoisonEvent as error:
+                    raise CorruptLog(
+                        f"{record.topic}[{record.partition}]@{record.offset} cannot be applied: {error}"
+                    ) from error
+                self._apply(envelope, record.partition)
+                self._next_offset[record.partition] = record.offset + 1
+                self._seen.add(envelope.causation_id)
+                self.replayed_events += 1
+
+    def close(self) -> None:
+        self._log.close()
+
+    def add_listener(self, listener: StateListener) -> None:
+        """Called with (kind, aggregate id, new state) after every committed or replayed change."""
+        self._listeners.append(listener)
+
+    def states(self, kind_name: str) -> Iterator[tuple[str, Any]]:
+        """Every aggregate of a kind with events, as (id, state); a copy, safe to iterate while writing."""
+        with self._lock:
+            items = [(agg_id, c.state) for (k, agg_id), c in self._cache.items() if k == kind_name]
+        return iter(items)
+
+    def load(self, kind_name: str, aggregate_id: str) -> Loaded[Any]:
+        with self._lock:
+            return self._loaded(self.kind(kind_name), aggregate_id)
+
+    def has_seen(self, cause_id: str) -> bool:
+        """Whether a request or event with this id already caused events here (idempotency)."""
+        with self._lock:
+            return cause_id in self._seen
+
+    def append(
+        self,
+        kind_name: str,
+        aggregate_id: str,
+        expected_version: int,
+        events: Sequence[Message],
+        cause: Cause,
+        occurred_at: datetime | None = None,
+    ) -> list[Envelope]:
+        with self.transaction() as tx:
+            return tx.append(kind_name, aggregate_id, expected_version, events, cause, occurred_at)
+
+    @contextmanager
+    def transaction(self, consumed: ConsumedOffsets | None = None) -> Iterator[Transaction]:
+        """A unit of work; written atomically when the block ends, discarded if it raises."""
+        with self._lock:
+            if self._fenced is not None:
+                raise self._fenced
+            tx = Transaction(self)
+            yield tx
+            self._commit(tx, consumed)
+
+    def snapshot(self) -> int:
+        """Write a snapshot of every partition this store has seen; returns how many."""
+        with self._lock:
+            by_partition: dict[int, list[snapshot_pb2.AggregateSnapshot]] = {p: [] for p in self._next_offset}
+            for (kind_name, aggregate_id), cached in self._cache.items():
+                kind = self._kinds[kind_name]
+                if kind.snapshot is None or cached.partition is None:
+                    continue
+                by_partition.setdefault(cached.partition, []).append(
+                    snapshot_pb2.AggregateSnapshot(
+                        aggregate_type=kind_name,
+                        aggregate_id=aggregate_id,
+                        aggregate_version=cached.version,
+                        state_schema_version=kind.state_version,
+                        state=kind.snapshot(cached.state),
+                    )
+                )
+            snapshots = []
+            for partition, aggregates in sorted(by_partition.items()):
+                snap = snapshot_pb2.PartitionSnapshot(
+                    topic=self.topic,
+                    partition=partition,
+                    next_offset=self._next_offset.get(partition, 0),
+                    aggregates=aggregates,
+                )
+                snap.taken_at.FromDatetime(self._clock())
+                snapshots.append(snap)
+            self._log.write_snapshots(snapshots)
+            self._since_snapshot = 0
+            return len(snapshots)
+
+    def _restore_snapshots(self) -> dict[int, int]:
+        start: dict[int, int] = {}
+        for snap in self._log.read_snapshots():
+            if snap.topic != self.topic or not self._snapshot_usable(snap):
+                continue
+            for aggregate in snap.aggregates:
+                kind = self._kinds[aggregate.aggregate_type]
+                assert kind.restore is not None
+                self._cache[(kind.name, aggregate.aggregate_id)] = _Cached(
+                    kind.restore(aggregate.state), aggregate.aggregate_version, snap.partition
+                )
+                self._notify(kind, aggregate.aggregate_id)
+                self.restored_aggregates += 1
+            start[snap.partition] = snap.next_offset
+            self._next_offset[snap.partition] = snap.next_offset
+        return start
+
+    def _snapshot_usable(self, snap: snapshot_pb2.PartitionSnapshot) -> bool:
+        """A partition snapshot is used whole or not at all: every aggregate's encoding must be current."""
+        for aggregate in snap.aggregates:
+            kind = self._kinds.get(aggregate.aggregate_type)
+            if kind is None or kind.restore is None or kind.state_version != aggregate.state_schema_version:
+                return False
+        return True
+
+    def _loaded(self, kind: AggregateKind[Any], aggregate_id: str) -> Loaded[Any]:
+        cached = self._cache.get((kind.name, aggregate_id))
+        if cached is None:
+            return Loaded(kind.initial(aggregate_id), 0)
+        return Loaded(cached.state, cached.version)
+
+    def _apply(self, envelope: Envelope, partition: int | None) -> None:
+        kind = self._kinds.get(envelope.aggregate_type)
+        if kind is None:
+            raise CorruptLog(f"{self.topic} holds aggregate type {envelope.aggregate_type!r}, unknown here")
+        cached = self._cache.get((kind.name, envelope.aggregate_id))
+        if cached is None:
+            cached = _Cached(kind.initial(envelope.aggregate_id), 0, partition)
+            self._cache[(kind.name, envelope.aggregate_id)] = cached
+        if envelope.aggregate_version <= cached.version:
+            return  # already in the snapshot this replay started from
+        cached.state = kind.evolve(cached.state, envelope)
+        cached.version = envelope.aggregate_version
+        cached.partition = partition
+        self._notify(kind, envelope.aggregate_id)
+
+    def _notify(self, kind: AggregateKind[Any], aggregate_id: str) -> None:
+        state = self._cache[(kind.name, aggregate_id)].state
+        for listener in self._listeners:
+            listener(kind, aggregate_id, state)
+
+    def _commit(self, tx: Transaction, consumed: ConsumedOffsets | None) -> None:
+        if not tx.envelopes and not tx.published and consumed is None:
+            return
+        trace_headers = _current_trace_headers()
+        records = []
+        for envelope in tx.envelopes:
+            key, value, headers = encode(envelope.with_headers(trace_headers))
+            records.append(OutgoingRecord(self.topic, key, value, headers))
+        records.extend(tx.published)
+        try:
+            positions = self._log.commit(records, consumed)
+        except WriterFenced as error:
+            self._fenced = error
+            raise
+        partitions: dict[tuple[str, str], int] = {}
+        for envelope, position in zip(tx.envelopes, positions, strict=False):
+            self._seen.add(envelope.causation_id)
+            if position is not None:
+                partitions[(envelope.aggregate_type, envelope.aggregate_id)] = position.partition
+                self._next_offset[position.partition] = max(
+                    self._next_offset.get(position.partition, 0), position.offset + 1
+                )
+        for key, loaded in tx.pending.items():
+            cached = self._cache.setdefault(key, _Cached(loaded.state, loaded.version))
+            cached.state, cached.version = loaded.state, loaded.version
+            cached.partition = partitions.get(key, cached.partition)
+            self._notify(self._kinds[key[0]], key[1])
+        self._since_snapshot += len(tx.envelopes)
+        if self._snapshot_every and self._since_snapshot >= self._snapshot_every:
+            self.snapshot()
+
+
+class Transaction:
+    """One unit of work against a store: loads see this transaction's own pending appends."""
+
+    def __init__(self, store: EventStore) -> None:
+        self._store = store
+        self.pending: dict[tuple[str, str], Loaded[Any]] = {}
+        self.envelopes: list[Envelope] = []
+        self.published: list[OutgoingRecord] = []
+
+    def load(self, kind_name: str, aggregate_id: str) -> Loaded[Any]:
+        pending = self.pending.get((kind_name, aggregate_id))
+        if pending is not None:
+            return pending
+        return self._store._loaded(self._store.kind(kind_name), aggregate_id)
+
+    def append(
+        self,
+        kind_name: str,
+        aggregate_id: str,
+        expected_version: int,
+        events: Sequence[Message],
+        cause: Cause,
+        occurred_at: datetime | None = None,
+    ) -> list[Envelope]:
+        """Append events to one aggregate; refused when ``expected_version`` is not its version."""
+        kind = self._store.kind(kind_name)
+        current = self.load(kind_name, aggregate_id)
+        if expected_version != current.version:
+            raise ConcurrencyError(aggregate_id, expected_version, current.version)
+        when = occurred_at or self._store._clock()
+        state, version, appended = current.state, current.version, []
+        for payload in events:
+            version += 1
+            envelope = make_envelope(
+                payload,
+                registry=self._store.registry,
+                aggregate_type=kind.name,
+                aggregate_id=aggregate_id,
+                aggregate_version=version,
+                occurred_at=when,
+                cause=cause,
+            )
+            state = kind.evolve(state, envelope)
+            appended.append(envelope)
+        self.pending[(kind_name, aggregate_id)] = Loaded(state, version)
+        self.envelopes.extend(appended)
+        return appended
+
+    def publish(self, topic: str, key: bytes | None, value: bytes, headers: Headers | None = None) -> None:
+        """Also write a record to another topic (public events, an inbox, the dead-letter topic)."""
+        self.published.append(OutgoingRecord(topic, key, value, list(headers or [])))
+
+
+def _current_trace_headers() -> Headers:
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    return [(name, value.encode()) for name, value in carrier.items()]

@@ -1,0 +1,113 @@
+"""Typed settings for every process: read once in a service's main.py, passed down as arguments.
+
+Environment variables use the prefix ``CC_`` and ``__`` between nested names, for example
+``CC_KAFKA__BOOTSTRAP_SERVERS=broker:9092`` or ``CC_CLICKHOUSE__URL=http://clickhouse:8123``.
+Defaults serve local development on this machine; ``require_cluster_addresses`` fails fast
+when a production deployment forgot an address.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_DATA_DIR = PROJECT_ROOT / ".data"
+LOCAL_BOOTSTRAP_SERVERS = "127.0.0.1:19092"
+
+
+class KafkaSettings(BaseModel):
+    """Where the brokers are and how to reach them."""
+
+    bootstrap_servers: str = LOCAL_BOOTSTRAP_SERVERS
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN"] | None = None
+    sasl_username: str | None = None
+    sasl_password: str | None = None
+    ssl_ca_location: str | None = None
+    client_id_prefix: str = "callcenter"
+    transaction_timeout_ms: int = 60_000
+
+    def client_config(self) -> dict[str, str | int]:
+        """The librdkafka properties every client of ours shares."""
+        config: dict[str, str | int] = {
+            "bootstrap.servers": self.bootstrap_servers,
+            "security.protocol": self.security_protocol,
+        }
+        if self.sasl_mechanism:
+            config["sasl.mechanism"] = self.sasl_mechanism
+        if self.sasl_username is not None:
+            config["sasl.username"] = self.sasl_username
+        if self.sasl_password is not None:
+            config["sasl.password"] = self.sasl_password
+        if self.ssl_ca_location:
+            config["ssl.ca.location"] = self.ssl_ca_location
+        return config
+
+
+class BrokerSettings(BaseModel):
+    """The local single-node KRaft broker that ``make kafka-up`` and the tests start."""
+
+    host: str = "127.0.0.1"
+    port: int = 19092
+    controller_port: int = 19093
+    data_dir: Path = DEFAULT_DATA_DIR / "kafka"
+    libs_dir: Path = PROJECT_ROOT / "deploy" / "kafka" / "target" / "libs"
+    heap: str = "512m"
+    startup_timeout_s: float = 60.0
+
+
+class ClickHouseSettings(BaseModel):
+    """The KPI store: a ClickHouse server when ``url`` is set, embedded chdb under ``data_dir`` when not."""
+
+    url: str | None = None
+    username: str = "default"
+    password: str = ""
+    database: str = "callcenter"
+    data_dir: Path = DEFAULT_DATA_DIR / "clickhouse"
+
+
+class TelemetrySettings(BaseModel):
+    """Where traces and metrics go."""
+
+    exporter: Literal["none", "console", "otlp"] = "none"
+    otlp_endpoint: str = "http://127.0.0.1:4317"
+    metric_interval_ms: int = 10_000
+
+
+class GrpcSettings(BaseModel):
+    """The address a service's gRPC server binds; port 0 picks a free port (tests)."""
+
+    address: str = "127.0.0.1:50051"
+    grace_period_s: float = 5.0
+    max_workers: int = 16
+
+
+class Settings(BaseSettings):
+    """All settings of one process."""
+
+    model_config = SettingsConfigDict(env_prefix="CC_", env_nested_delimiter="__", extra="ignore")
+
+    service_name: str = "callcenter"
+    instance_id: str = "0"
+    environment: Literal["local", "cluster"] = "local"
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    broker: BrokerSettings = Field(default_factory=BrokerSettings)
+    clickhouse: ClickHouseSettings = Field(default_factory=ClickHouseSettings)
+    telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
+    grpc: GrpcSettings = Field(default_factory=GrpcSettings)
+
+    def require_cluster_addresses(self) -> None:
+        """In cluster mode every address must be given explicitly; local defaults would be wrong there."""
+        if self.environment != "cluster":
+            return
+        missing = []
+        if self.kafka.bootstrap_servers == LOCAL_BOOTSTRAP_SERVERS:
+            missing.append("CC_KAFKA__BOOTSTRAP_SERVERS")
+        if self.clickhouse.url is None:
+            missing.append("CC_CLICKHOUSE__URL")
+        if missing:
+            raise ValueError(f"environment=cluster needs explicit addresses: {', '.join(missing)} not set")

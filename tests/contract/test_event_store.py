@@ -1,0 +1,217 @@
+"""One contract for the event log port: the in-memory fake and the Kafka adapter must both pass it."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import pytest
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from services.platform.envelope import Cause, decode
+from services.platform.errors import ConcurrencyError, WriterFenced
+from services.platform.eventstore import EventLog, EventStore
+from services.platform.kafka import KafkaEventLog
+from services.platform.settings import KafkaSettings
+from tests.support import tally
+from tests.support.memory import InMemoryBroker, InMemoryEventLog
+
+
+@dataclass
+class LogFactory:
+    """Makes event logs over one shared backing log, as successive processes of one service would."""
+
+    make: Callable[[str], EventLog]
+    read_topic: Callable[[str], list]
+    side_topic: str
+
+    def store(
+        self, writer_id: str = "tally-writer", *, state_version: int = 1, snapshot_every: int = 0
+    ) -> EventStore:
+        store = EventStore(
+            self.make(writer_id), tally.registry(), [tally.kind(state_version)], snapshot_every=snapshot_every
+        )
+        store.start()
+        return store
+
+
+def _memory_factory() -> LogFactory:
+    broker = InMemoryBroker()
+    return LogFactory(
+        make=lambda writer_id: InMemoryEventLog(broker, "tally.events", "tally.snapshots", writer_id),
+        read_topic=broker.records,
+        side_topic="tally.side",
+    )
+
+
+def _kafka_factory(bootstrap_servers: str) -> Iterator[LogFactory]:
+    suffix = uuid.uuid4().hex[:8]
+    events, snapshots, side = f"tally.events.{suffix}", f"tally.snapshots.{suffix}", f"tally.side.{suffix}"
+    admin = AdminClient({"bootstrap.servers": bootstrap_servers})
+    futures = admin.create_topics(
+        [
+            NewTopic(events, 3, 1),
+            NewTopic(snapshots, 1, 1, config={"cleanup.policy": "compact", "max.message.bytes": "16777216"}),
+            NewTopic(side, 1, 1),
+        ]
+    )
+    for future in futures.values():
+        future.result(30)
+    kafka = KafkaSettings(bootstrap_servers=bootstrap_servers)
+    logs: list[KafkaEventLog] = []
+
+    def make(writer_id: str) -> EventLog:
+        log = KafkaEventLog(kafka, events, snapshots, f"{writer_id}.{suffix}")
+        logs.append(log)
+        return log
+
+    def read_topic(topic: str) -> list:
+        return list(KafkaEventLog(kafka, topic, topic, f"reader.{suffix}").replay({}))
+
+    yield LogFactory(make=make, read_topic=read_topic, side_topic=side)
+    for log in logs:
+        log.close()
+    for future in admin.delete_topics([events, snapshots, side]).values():
+        future.result(30)
+
+
+@pytest.fixture(params=["memory", pytest.param("kafka", marks=pytest.mark.kafka)])
+def logs(request: pytest.FixtureRequest) -> Iterator[LogFactory]:
+    if request.param == "memory":
+        yield _memory_factory()
+    else:
+        broker = request.getfixturevalue("kafka_broker")
+        yield from _kafka_factory(broker.bootstrap_servers)
+
+
+def test_appended_events_are_loaded_with_their_version(logs: LogFactory) -> None:
+    store = logs.store()
+    store.append("Tally", "t-1", 0, [tally.ItemAdded(item="apples", quantity=2)], Cause.request("r1"))
+    store.append("Tally", "t-1", 1, [tally.ItemAdded(item="apples", quantity=3)], Cause.request("r2"))
+
+    loaded = store.load("Tally", "t-1")
+
+    assert loaded.version == 2
+    assert loaded.state.items == {"apples": 5}
+    assert not store.load("Tally", "t-unknown").exists
+
+
+def test_stale_expected_version_is_refused_and_appends_nothing(logs: LogFactory) -> None:
+    store = logs.store()
+    store.append("Tally", "t-1", 0, [tally.ItemAdded(item="pears", quantity=1)], Cause.request("r1"))
+
+    with pytest.raises(ConcurrencyError, match="at version 1, but the append expected version 0"):
+        store.append("Tally", "t-1", 0, [tally.ItemAdded(item="pears", quantity=9)], Cause.request("r2"))
+
+    assert store.load("Tally", "t-1").state.items == {"pears": 1}
+    store.close()
+    assert logs.store("tally-writer-2").load("Tally", "t-1").state.items == {"pears": 1}
+
+
+def test_restart_rebuilds_every_aggregate_by_replay(logs: LogFactory) -> None:
+    first = logs.store()
+    for n in range(12):
+        first.append("Tally", f"t-{n}", 0, [tally.ItemAdded(item="x", quantity=n)], Cause.request(f"r{n}"))
+    first.append("Tally", "t-3", 1, [tally.TallyClosed()], Cause.request("close"))
+    first.close()
+
+    second = logs.store()
+
+    assert second.replayed_events == 13
+    assert {agg_id: state.items["x"] for agg_id, state in second.states("Tally")} == {
+        f"t-{n}": n for n in range(12)
+    }
+    assert second.load("Tally", "t-3").state.closed
+    assert second.load("Tally", "t-3").version == 2
+
+
+def test_restart_from_snapshot_replays_only_the_tail(logs: LogFactory) -> None:
+    first = logs.store()
+    for n in range(6):
+        first.append("Tally", f"t-{n}", 0, [tally.ItemAdded(item="x", quantity=1)], Cause.request(f"a{n}"))
+    assert first.snapshot() >= 1
+    first.append("Tally", "t-0", 1, [tally.ItemAdded(item="x", quantity=10)], Cause.request("tail"))
+    first.close()
+
+    second = logs.store()
+
+    assert second.restored_aggregates == 6
+    assert second.replayed_events == 1
+    assert second.load("Tally", "t-0").state.items == {"x": 11}
+    assert second.load("Tally", "t-0").version == 2
+
+
+def test_snapshot_of_an_older_state_encoding_is_ignored_for_full_replay(logs: LogFactory) -> None:
+    first = logs.store(state_version=1)
+    first.append("Tally", "t-1", 0, [tally.ItemAdded(item="x", quantity=4)], Cause.request("a"))
+    first.snapshot()
+    first.close()
+
+    second = logs.store(state_version=2)
+
+    assert second.restored_aggregates == 0
+    assert second.replayed_events == 1
+    assert second.load("Tally", "t-1").state.items == {"x": 4}
+
+
+def test_a_new_writer_fences_the_old_one(logs: LogFactory) -> None:
+    old = logs.store("tally-writer")
+    old.append("Tally", "t-1", 0, [tally.ItemAdded(item="x", quantity=1)], Cause.request("before"))
+
+    new = logs.store("tally-writer")
+
+    with pytest.raises(WriterFenced):
+        old.append("Tally", "t-1", 1, [tally.ItemAdded(item="x", quantity=100)], Cause.request("zombie"))
+    with pytest.raises(WriterFenced):
+        old.append("Tally", "t-2", 0, [tally.ItemAdded(item="y", quantity=1)], Cause.request("zombie-2"))
+    new.append("Tally", "t-1", 1, [tally.ItemAdded(item="x", quantity=2)], Cause.request("after"))
+    assert logs.store("tally-writer").load("Tally", "t-1").state.items == {"x": 3}
+
+
+def test_a_failed_unit_of_work_writes_nothing_and_changes_no_state(logs: LogFactory) -> None:
+    store = logs.store()
+
+    with pytest.raises(RuntimeError), store.transaction() as tx:
+        tx.append("Tally", "t-1", 0, [tally.ItemAdded(item="x", quantity=1)], Cause.request("a"))
+        tx.append("Tally", "t-2", 0, [tally.ItemAdded(item="y", quantity=1)], Cause.request("a"))
+        tx.publish(logs.side_topic, b"k", b"side effect")
+        raise RuntimeError("handler failed half-way")
+
+    assert not store.load("Tally", "t-1").exists
+    assert logs.read_topic(logs.side_topic) == []
+    store.close()
+    assert logs.store().replayed_events == 0
+
+
+def test_a_unit_of_work_sees_its_own_appends_and_commits_them_with_side_records(logs: LogFactory) -> None:
+    store = logs.store()
+
+    with store.transaction() as tx:
+        tx.append("Tally", "t-1", 0, [tally.ItemAdded(item="x", quantity=1)], Cause.request("a"))
+        assert tx.load("Tally", "t-1").version == 1
+        tx.append("Tally", "t-1", 1, [tally.ItemAdded(item="x", quantity=1)], Cause.request("a"))
+        tx.publish(logs.side_topic, b"k", b"side effect")
+
+    assert store.load("Tally", "t-1").version == 2
+    assert [record.value for record in logs.read_topic(logs.side_topic)] == [b"side effect"]
+
+
+def test_events_carry_the_envelope_and_the_causes_survive_a_restart(logs: LogFactory) -> None:
+    store = logs.store()
+    [appended] = store.append(
+        "Tally",
+        "t-1",
+        0,
+        [tally.ItemAdded(item="x", quantity=1)],
+        Cause.request("req-7", correlation_id="call-1"),
+    )
+    store.close()
+
+    [record] = [r for r in logs.read_topic(store.topic)]
+    envelope = decode(record.value, record.headers, tally.registry())
+    assert record.key == b"t-1"
+    assert (envelope.event_id, envelope.aggregate_version) == (appended.event_id, 1)
+    assert (envelope.causation_id, envelope.correlation_id) == ("req-7", "call-1")
+    assert envelope.payload == tally.ItemAdded(item="x", quantity=1)
+    assert logs.store().has_seen("req-7")

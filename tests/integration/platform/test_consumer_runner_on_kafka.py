@@ -1,0 +1,182 @@
+"""The consumer runner and timers on the real broker: exactly once across crashes, poison to dead letter."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from services.platform.consumer import REASON_HEADER, ConsumerRunner
+from services.platform.envelope import Cause, Envelope, encode, make_envelope
+from services.platform.eventstore import EventStore, Transaction
+from services.platform.kafka import KafkaEventLog, KafkaSource
+from services.platform.settings import KafkaSettings
+from services.platform.timers import schedule_deadlines
+from tests.support import tally
+
+pytestmark = pytest.mark.kafka
+
+
+@dataclass
+class Topics:
+    kafka: KafkaSettings
+    upstream: str
+    events: str
+    snapshots: str
+    deadletter: str
+    suffix: str
+
+    def store(self, clock=lambda: datetime.now(UTC)) -> EventStore:
+        log = KafkaEventLog(self.kafka, self.events, self.snapshots, f"tally-writer.{self.suffix}")
+        return EventStore(log, tally.registry(), [tally.kind()], clock=clock)
+
+    def runner(self, store: EventStore, handler, **options) -> ConsumerRunner:
+        source = KafkaSource(self.kafka, f"tally-reactor.{self.suffix}", [self.upstream])
+        return ConsumerRunner(
+            "tally-reactor",
+            source,
+            store,
+            tally.registry(),
+            handler,
+            deadletter_topic=self.deadletter,
+            **options,
+        )
+
+    def publish(self, *records: tuple[bytes, bytes]) -> None:
+        producer = Producer({**self.kafka.client_config(), "enable.idempotence": True})
+        for key, value in records:
+            producer.produce(self.upstream, value, key)
+        assert producer.flush(30) == 0
+
+    def read(self, topic: str) -> list:
+        return list(KafkaEventLog(self.kafka, topic, topic, f"reader.{self.suffix}").replay({}))
+
+
+@pytest.fixture
+def topics(kafka_broker) -> Iterator[Topics]:
+    suffix = uuid.uuid4().hex[:8]
+    names = {name: f"it.{name}.{suffix}" for name in ("upstream", "events", "snapshots", "deadletter")}
+    admin = AdminClient({"bootstrap.servers": kafka_broker.bootstrap_servers})
+    for future in admin.create_topics([NewTopic(name, 3, 1) for name in names.values()]).values():
+        future.result(30)
+    yield Topics(KafkaSettings(bootstrap_servers=kafka_broker.bootstrap_servers), suffix=suffix, **names)
+    for future in admin.delete_topics(list(names.values())).values():
+        future.result(30)
+
+
+def _order_event(aggregate_id: str, quantity: int, version: int = 1) -> tuple[bytes, bytes]:
+    envelope = make_envelope(
+        tally.ItemAdded(item="sku", quantity=quantity),
+        registry=tally.registry(),
+        aggregate_type="Order",
+        aggregate_id=aggregate_id,
+        aggregate_version=version,
+        occurred_at=datetime.now(UTC),
+        cause=Cause.request(f"req-{aggregate_id}-{version}"),
+    )
+    key, value, _ = encode(envelope)
+    return key, value
+
+
+def _copy_into_tally(envelope: Envelope, tx: Transaction) -> None:
+    loaded = tx.load("Tally", envelope.aggregate_id)
+    events = tally.add(loaded.state, envelope.payload.item, envelope.payload.quantity)
+    tx.append("Tally", envelope.aggregate_id, loaded.version, events, Cause.event(envelope))
+
+
+def _drain(runner: ConsumerRunner, expected: int) -> None:
+    """Poll until the runner has seen ``expected`` records; the deadline only bounds a broken run."""
+    seen, polls = 0, 0
+    while seen < expected:
+        seen += runner.run_once()
+        polls += 1
+        assert polls < 600, f"runner saw {seen} of {expected} records"
+
+
+def test_reactions_survive_a_crash_mid_stream_without_loss_or_doubling(topics: Topics) -> None:
+    duplicate = _order_event("a", 100, version=9)
+    topics.publish(
+        *[_order_event(f"t{n % 3}", n, version=n // 3 + 1) for n in range(1, 31)], duplicate, duplicate
+    )
+
+    first_store = topics.store()
+    first_store.start()
+    first = topics.runner(first_store, _copy_into_tally, batch_size=7)
+    _drain(first, 7)
+    # The first instance stops here: its consumer leaves the group (a crashed one would be evicted at its
+    # session timeout), its producer is left open as a zombie that the next writer fences.
+    first.close()
+    second_store = topics.store()
+    second_store.start()
+    second = topics.runner(second_store, _copy_into_tally, batch_size=7)
+    _drain(second, 32 - 7)
+
+    totals = {agg_id: state.items["sku"] for agg_id, state in second_store.states("Tally")}
+    assert totals == {
+        "t0": sum(n for n in range(1, 31) if n % 3 == 0),
+        "t1": sum(n for n in range(1, 31) if n % 3 == 1),
+        "t2": sum(n for n in range(1, 31) if n % 3 == 2),
+        "a": 100,
+    }
+    assert len(topics.read(topics.events)) == 31
+
+
+def test_poison_records_are_dead_lettered_with_their_bytes_and_reason(topics: Topics) -> None:
+    topics.publish((b"k", b"\x07garbage"), _order_event("ok", 5))
+    store = topics.store()
+    store.start()
+    runner = topics.runner(store, _copy_into_tally)
+
+    _drain(runner, 2)
+
+    assert store.load("Tally", "ok").state.items == {"sku": 5}
+    [dead] = topics.read(topics.deadletter)
+    assert (dead.key, dead.value) == (b"k", b"\x07garbage")
+    assert dict(dead.headers)[REASON_HEADER].startswith(b"UndecodableEvent")
+
+
+def test_a_failing_handler_leaves_no_trace_of_its_aborted_attempts(topics: Topics) -> None:
+    attempts = {"n": 0}
+
+    def fails_twice(envelope: Envelope, tx: Transaction) -> None:
+        _copy_into_tally(envelope, tx)
+        tx.publish(topics.deadletter, b"side", b"written inside the transaction")
+        attempts["n"] += 1
+        if attempts["n"] <= 2:
+            raise ConnectionError("downstream hiccup")
+
+    topics.publish(_order_event("a", 3))
+    store = topics.store()
+    store.start()
+    runner = topics.runner(store, fails_twice, max_attempts=5, max_backoff_s=0.0)
+
+    _drain(runner, 1)
+
+    assert attempts["n"] == 3
+    assert len(topics.read(topics.events)) == 1
+    assert [r.value for r in topics.read(topics.deadletter)] == [b"written inside the transaction"]
+
+
+def test_a_deadline_set_before_a_restart_fires_after_it(topics: Topics) -> None:
+    due = datetime.now(UTC) + timedelta(seconds=5)
+    store = topics.store()
+    store.start()
+    store.append(
+        "Tally", "t-1", 0, [tally.ReminderSet(due_at_ms=int(due.timestamp() * 1000))], Cause.request("r")
+    )
+    store.close()
+
+    later = due + timedelta(seconds=1)
+    restarted = topics.store(clock=lambda: later)
+    scheduler = schedule_deadlines(restarted, {"Tally": tally.on_deadline}, lambda: later)
+    restarted.start()
+
+    assert scheduler.fire_due() == 1
+    assert restarted.load("Tally", "t-1").state.reminders_fired == 1
+    assert [r.offset for r in topics.read(topics.events)] != []
+    assert len(topics.read(topics.events)) == 2
