@@ -25,7 +25,6 @@ from typing import Any, Generic, TypeVar
 
 from callcenter.common.v1 import snapshot_pb2
 from google.protobuf.message import Message
-from opentelemetry import propagate
 
 from services.platform.envelope import (
     Cause,
@@ -38,6 +37,7 @@ from services.platform.envelope import (
     make_envelope,
 )
 from services.platform.errors import ConcurrencyError, WriterFenced
+from services.platform.telemetry import inject_kafka_headers
 
 S = TypeVar("S")
 
@@ -368,7 +368,7 @@ class EventStore:
     def _commit(self, tx: Transaction, consumed: ConsumedOffsets | None) -> None:
         if not tx.envelopes and not tx.published and consumed is None:
             return
-        trace_headers = _current_trace_headers()
+        trace_headers = inject_kafka_headers()
         records = []
         for envelope in tx.envelopes:
             key, value, headers = encode(envelope.with_headers(trace_headers))
@@ -448,9 +448,3 @@ class Transaction:
     def publish(self, topic: str, key: bytes | None, value: bytes, headers: Headers | None = None) -> None:
         """Also write a record to another topic (public events, an inbox, the dead-letter topic)."""
         self.published.append(OutgoingRecord(topic, key, value, list(headers or [])))
-
-
-def _current_trace_headers() -> Headers:
-    carrier: dict[str, str] = {}
-    propagate.inject(carrier)
-    return [(name, value.encode()) for name, value in carrier.items()]

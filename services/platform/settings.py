@@ -11,18 +11,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, PrivateAttr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_DATA_DIR = PROJECT_ROOT / ".data"
-LOCAL_BOOTSTRAP_SERVERS = "127.0.0.1:19092"
 
 
 class KafkaSettings(BaseModel):
     """Where the brokers are and how to reach them."""
 
-    bootstrap_servers: str = LOCAL_BOOTSTRAP_SERVERS
+    bootstrap_servers: str = "127.0.0.1:19092"
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: Literal["SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN"] | None = None
     sasl_username: str | None = None
@@ -99,13 +98,22 @@ class Settings(BaseSettings):
     clickhouse: ClickHouseSettings = Field(default_factory=ClickHouseSettings)
     telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
     grpc: GrpcSettings = Field(default_factory=GrpcSettings)
+    _kafka_given: bool = PrivateAttr(default=False)
+
+    @model_validator(mode="after")
+    def _clients_follow_the_local_broker(self) -> Settings:
+        """Unless given explicitly, clients connect to the local broker wherever its port was moved."""
+        self._kafka_given = "bootstrap_servers" in self.kafka.model_fields_set
+        if not self._kafka_given:
+            self.kafka.bootstrap_servers = f"{self.broker.host}:{self.broker.port}"
+        return self
 
     def require_cluster_addresses(self) -> None:
         """In cluster mode every address must be given explicitly; local defaults would be wrong there."""
         if self.environment != "cluster":
             return
         missing = []
-        if self.kafka.bootstrap_servers == LOCAL_BOOTSTRAP_SERVERS:
+        if not self._kafka_given:
             missing.append("CC_KAFKA__BOOTSTRAP_SERVERS")
         if self.clickhouse.url is None:
             missing.append("CC_CLICKHOUSE__URL")

@@ -8,12 +8,15 @@ from dataclasses import dataclass
 
 import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.trace import get_current_span
 
 from services.platform.envelope import Cause, decode
 from services.platform.errors import ConcurrencyError, WriterFenced
 from services.platform.eventstore import EventLog, EventStore
 from services.platform.kafka import KafkaEventLog
 from services.platform.settings import KafkaSettings
+from services.platform.telemetry import extract_kafka_context
 from tests.support import tally
 from tests.support.memory import InMemoryBroker, InMemoryEventLog
 
@@ -215,3 +218,15 @@ def test_events_carry_the_envelope_and_the_causes_survive_a_restart(logs: LogFac
     assert (envelope.causation_id, envelope.correlation_id) == ("req-7", "call-1")
     assert envelope.payload == tally.ItemAdded(item="x", quantity=1)
     assert logs.store().has_seen("req-7")
+
+
+def test_the_active_trace_travels_in_the_event_headers(logs: LogFactory) -> None:
+    store = logs.store()
+    tracer = TracerProvider().get_tracer("test")
+
+    with tracer.start_as_current_span("StartContact") as span:
+        store.append("Tally", "t-1", 0, [tally.ItemAdded(item="x", quantity=1)], Cause.request("r"))
+
+    [record] = logs.read_topic(store.topic)
+    context = extract_kafka_context(record.headers)
+    assert get_current_span(context).get_span_context().trace_id == span.get_span_context().trace_id

@@ -117,7 +117,7 @@ def test_two_payload_classes_cannot_claim_one_type_and_version() -> None:
     pool.Add(other_file)
     impostor = message_factory.GetMessageClass(pool.FindMessageTypeByName("other.v1.ItemAdded"))
 
-    with pytest.raises(ValueError, match=r"'ItemAdded' v1 is already registered as tests\.tally\.v1\.ItemAdded"):
+    with pytest.raises(ValueError, match=r"v1 is already registered as tests\.tally\.v1\.ItemAdded"):
         tally.registry().register(impostor)
 
 

@@ -1,0 +1,1 @@
+"""The KPI context: stream processors that turn every context's events into facts in ClickHouse."""

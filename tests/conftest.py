@@ -1,0 +1,133 @@
+"""Shared fixtures: the real Kafka broker, once per test session, and fresh topics for isolation.
+
+``kafka_broker`` reuses a broker that already answers on the configured port (``make kafka-up``;
+``CC_BROKER__HOST`` / ``CC_BROKER__PORT``, default 127.0.0.1:19092). Otherwise it starts its own on
+free ports with its data under pytest's temporary directory, so tests never touch ``.data/``, and stops
+it at the end of the session. Either way the topics of ``deploy/kafka/topics.toml`` exist.
+Tests that use it are marked ``kafka`` automatically, so ``pytest -m "not kafka"`` skips them.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from services.platform import broker
+from services.platform.settings import BrokerSettings, KafkaSettings, Settings
+from services.platform.topics import ensure_topics, load_topic_specs
+
+# One embedded ClickHouse data folder per pytest process (chdb allows one); tests isolate by database.
+pytest_plugins = ["tests.support.embedded_clickhouse"]
+
+
+@dataclass(frozen=True)
+class KafkaBroker:
+    """The broker of this test session and the settings clients use to reach it."""
+
+    bootstrap_servers: str
+    kafka: KafkaSettings
+    broker: BrokerSettings
+    started_by_tests: bool
+
+    def client_config(self, **overrides: Any) -> dict[str, Any]:
+        return {**self.kafka.client_config(), **overrides}
+
+    def admin(self) -> AdminClient:
+        return AdminClient(self.client_config())
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "kafka_broker" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.kafka)
+
+
+def _free_port(host: str) -> int:
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+def free_port() -> Callable[[], int]:
+    """Picks a port on 127.0.0.1 that nothing listens on right now."""
+    return lambda: _free_port("127.0.0.1")
+
+
+@pytest.fixture(scope="session")
+def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroker]:
+    configured = Settings().broker
+    if broker.is_running(configured):
+        session_broker, started = configured, False
+    else:
+        session_broker = configured.model_copy(
+            update={
+                "port": _free_port(configured.host),
+                "controller_port": _free_port(configured.host),
+                "data_dir": tmp_path_factory.mktemp("kafka"),
+            }
+        )
+        broker.start(session_broker)
+        started = True
+        try:
+            broker.wait_ready(session_broker)
+        except broker.BrokerError:
+            broker.stop(session_broker, grace_s=5.0)
+            raise
+    try:
+        servers = broker.bootstrap_servers(session_broker)
+        kafka = KafkaSettings(bootstrap_servers=servers)
+        ensure_topics(kafka.client_config(), load_topic_specs())
+        yield KafkaBroker(servers, kafka, session_broker, started)
+    finally:
+        if started:
+            broker.stop(session_broker)
+
+
+@pytest.fixture
+def topic_factory(kafka_broker: KafkaBroker, request: pytest.FixtureRequest) -> Iterator[Callable[..., str]]:
+    """Creates fresh, uniquely named topics for one test and deletes them afterwards."""
+    admin = kafka_broker.admin()
+    created: list[str] = []
+    prefix = "test." + re.sub(r"[^A-Za-z0-9_-]+", "_", request.node.name)[:120]
+
+    def create(partitions: int = 3, config: Mapping[str, str] | None = None) -> str:
+        name = f"{prefix}.{uuid.uuid4().hex[:8]}"
+        admin.create_topics([NewTopic(name, partitions, 1, config=dict(config or {}))])[name].result()
+        created.append(name)
+        _await_topic(admin, name, partitions)
+        return name
+
+    yield create
+    if created:
+        for future in admin.delete_topics(created, request_timeout=30).values():
+            future.result()
+
+
+@pytest.fixture
+def unique_topic(topic_factory: Callable[..., str]) -> str:
+    """A fresh 3-partition topic that only this test uses."""
+    return topic_factory()
+
+
+def _await_topic(admin: AdminClient, name: str, partitions: int, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        metadata = admin.list_topics(name, timeout=5).topics.get(name)
+        if (
+            metadata is not None
+            and metadata.error is None
+            and len(metadata.partitions) == partitions
+            and all(p.leader >= 0 for p in metadata.partitions.values())
+        ):
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"topic {name} has no leaders after {timeout_s:.0f} s")
