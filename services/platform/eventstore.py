@@ -133,7 +133,7 @@ class EventLog(ABC):
 
     @abstractmethod
     def commit(
-        self, records: Sequence[OutgoingRecord], consumed: ConsumedOffsets | None
+        self, records: Sequence[OutgoingRecord], consumed: Sequence[ConsumedOffsets]
     ) -> list[Position | None]:
         """Write all records and consumed offsets atomically; returns each record's position.
 
@@ -151,7 +151,22 @@ class CorruptLog(Exception):
     """The context's own events topic holds a record the context cannot apply; the writer cannot start."""
 
 
+class CommitFailed(Exception):
+    """A group of units of work was not written; nothing of it is visible, and the unit may be retried."""
+
+
 StateListener = Callable[[AggregateKind[Any], str, Any], None]
+
+
+@dataclass
+class _Unit:
+    """A unit of work waiting for its group's commit."""
+
+    tx: Transaction
+    records: list[OutgoingRecord]
+    consumed: ConsumedOffsets | None
+    done: threading.Event = field(default_factory=threading.Event)
+    error: Exception | None = None
 
 
 class _SeenIds:
@@ -181,7 +196,14 @@ class _Cached:
 
 
 class EventStore:
-    """One context's aggregates in memory, written through an EventLog."""
+    """One context's aggregates in memory, written through an EventLog.
+
+    Group commit: a unit of work decides under the store's lock against the newest state, including
+    units whose commit is still under way (their speculative state), hands its records to the commit
+    queue, and waits. Whichever waiting caller takes the commit lock writes everything queued in one
+    log transaction. If that fails, every queued unit fails with it (each may have built on the
+    failed ones) and the speculative state is dropped; committed state never holds an unwritten event.
+    """
 
     def __init__(
         self,
@@ -199,7 +221,12 @@ class EventStore:
         self._clock = clock
         self._snapshot_every = snapshot_every
         self._lock = threading.RLock()
+        self._commit_lock = threading.Lock()
+        self._in_unit = threading.local()
         self._cache: dict[tuple[str, str], _Cached] = {}
+        self._speculative: dict[tuple[str, str], Loaded[Any]] = {}
+        self._speculative_causes: set[str] = set()
+        self._queue: list[_Unit] = []
         self._next_offset: dict[int, int] = {}
         self._since_snapshot = 0
         self._seen = _SeenIds(remembered_causes)
@@ -207,6 +234,7 @@ class EventStore:
         self._fenced: WriterFenced | None = None
         self.replayed_events = 0
         self.restored_aggregates = 0
+        self.commits = 0
 
     @property
     def topic(self) -> str:
@@ -224,7 +252,7 @@ class EventStore:
 
     def start(self) -> None:
         """Become the writer, then rebuild every aggregate from snapshots and the tail of the topic."""
-        with self._lock:
+        with self._commit_lock, self._lock:
             self._log.open()
             start = self._restore_snapshots()
             for record in self._log.replay(start):
@@ -240,26 +268,34 @@ class EventStore:
                 self.replayed_events += 1
 
     def close(self) -> None:
-        self._log.close()
+        with self._commit_lock:
+            self._log.close()
 
     def add_listener(self, listener: StateListener) -> None:
         """Called with (kind, aggregate id, new state) after every committed or replayed change."""
         self._listeners.append(listener)
 
     def states(self, kind_name: str) -> Iterator[tuple[str, Any]]:
-        """Every aggregate of a kind with events, as (id, state); a copy, safe to iterate while writing."""
+        """Every committed aggregate of a kind, as (id, state); a copy, safe to iterate while writing."""
         with self._lock:
             items = [(agg_id, c.state) for (k, agg_id), c in self._cache.items() if k == kind_name]
         return iter(items)
 
-    def load(self, kind_name: str, aggregate_id: str) -> Loaded[Any]:
+    @property
+    def queued_units(self) -> int:
+        """Units of work waiting for the next group commit."""
         with self._lock:
-            return self._loaded(self.kind(kind_name), aggregate_id)
+            return len(self._queue)
+
+    def load(self, kind_name: str, aggregate_id: str) -> Loaded[Any]:
+        """The committed state of an aggregate (never one whose events are still being written)."""
+        with self._lock:
+            return self._committed(self.kind(kind_name), aggregate_id)
 
     def has_seen(self, cause_id: str) -> bool:
         """Whether a request or event with this id already caused events here (idempotency)."""
         with self._lock:
-            return cause_id in self._seen
+            return cause_id in self._seen or cause_id in self._speculative_causes
 
     def append(
         self,
@@ -275,16 +311,31 @@ class EventStore:
 
     @contextmanager
     def transaction(self, consumed: ConsumedOffsets | None = None) -> Iterator[Transaction]:
-        """A unit of work; written atomically when the block ends, discarded if it raises."""
-        with self._lock:
-            if self._fenced is not None:
-                raise self._fenced
-            tx = Transaction(self)
-            yield tx
-            self._commit(tx, consumed)
+        """A unit of work; when the block ends it is written (with its group) before this returns.
+
+        Discarded if the block raises. Raises CommitFailed or WriterFenced if the write fails.
+        """
+        if getattr(self._in_unit, "active", False):
+            raise RuntimeError("units of work do not nest: use the transaction you were given")
+        self._in_unit.active = True
+        try:
+            with self._lock:
+                if self._fenced is not None:
+                    raise WriterFenced(str(self._fenced))
+                tx = Transaction(self)
+                yield tx
+                unit = self._enqueue(tx, consumed)
+        finally:
+            self._in_unit.active = False
+        if unit is not None:
+            self._await(unit)
 
     def snapshot(self) -> int:
         """Write a snapshot of every partition this store has seen; returns how many."""
+        with self._commit_lock:
+            return self._snapshot()
+
+    def _snapshot(self) -> int:
         with self._lock:
             by_partition: dict[int, list[snapshot_pb2.AggregateSnapshot]] = {p: [] for p in self._next_offset}
             for (kind_name, aggregate_id), cached in self._cache.items():
@@ -310,9 +361,9 @@ class EventStore:
                 )
                 snap.taken_at.FromDatetime(self._clock())
                 snapshots.append(snap)
-            self._log.write_snapshots(snapshots)
             self._since_snapshot = 0
-            return len(snapshots)
+        self._log.write_snapshots(snapshots)
+        return len(snapshots)
 
     def _restore_snapshots(self) -> dict[int, int]:
         start: dict[int, int] = {}
@@ -339,11 +390,15 @@ class EventStore:
                 return False
         return True
 
-    def _loaded(self, kind: AggregateKind[Any], aggregate_id: str) -> Loaded[Any]:
+    def _committed(self, kind: AggregateKind[Any], aggregate_id: str) -> Loaded[Any]:
         cached = self._cache.get((kind.name, aggregate_id))
         if cached is None:
             return Loaded(kind.initial(aggregate_id), 0)
         return Loaded(cached.state, cached.version)
+
+    def _newest(self, kind: AggregateKind[Any], aggregate_id: str) -> Loaded[Any]:
+        speculative = self._speculative.get((kind.name, aggregate_id))
+        return speculative if speculative is not None else self._committed(kind, aggregate_id)
 
     def _apply(self, envelope: Envelope, partition: int | None) -> None:
         kind = self._kinds.get(envelope.aggregate_type)
@@ -365,20 +420,66 @@ class EventStore:
         for listener in self._listeners:
             listener(kind, aggregate_id, state)
 
-    def _commit(self, tx: Transaction, consumed: ConsumedOffsets | None) -> None:
+    def _enqueue(self, tx: Transaction, consumed: ConsumedOffsets | None) -> _Unit | None:
+        """Queue a finished unit for the next group commit; its state becomes the speculative newest."""
         if not tx.envelopes and not tx.published and consumed is None:
-            return
+            return None
         trace_headers = inject_kafka_headers()
         records = []
         for envelope in tx.envelopes:
             key, value, headers = encode(envelope.with_headers(trace_headers))
             records.append(OutgoingRecord(self.topic, key, value, headers))
         records.extend(tx.published)
+        self._speculative.update(tx.pending)
+        self._speculative_causes.update(envelope.causation_id for envelope in tx.envelopes)
+        unit = _Unit(tx, records, consumed)
+        self._queue.append(unit)
+        return unit
+
+    def _await(self, unit: _Unit) -> None:
+        while not unit.done.is_set():
+            with self._commit_lock:
+                if not unit.done.is_set():
+                    self._commit_queued()
+        if unit.error is not None:
+            raise unit.error
+
+    def _commit_queued(self) -> None:
+        """Write every queued unit in one log transaction (the caller holds the commit lock)."""
+        with self._lock:
+            units, self._queue = self._queue, []
+        if not units:
+            return
+        records = [record for unit in units for record in unit.records]
+        consumed = [unit.consumed for unit in units if unit.consumed is not None]
         try:
             positions = self._log.commit(records, consumed)
-        except WriterFenced as error:
-            self._fenced = error
-            raise
+        except Exception as error:
+            self._fail(units, error)
+            return
+        with self._lock:
+            index = 0
+            for unit in units:
+                self._land(unit.tx, positions[index : index + len(unit.records)])
+                index += len(unit.records)
+            self._speculative = {
+                key: loaded
+                for key, loaded in self._speculative.items()
+                if loaded.version > (self._cache[key].version if key in self._cache else 0)
+            }
+            self._speculative_causes -= {
+                envelope.causation_id for unit in units for envelope in unit.tx.envelopes
+            }
+            self.commits += 1
+            self._since_snapshot += sum(len(unit.tx.envelopes) for unit in units)
+            snapshot_due = self._snapshot_every and self._since_snapshot >= self._snapshot_every
+        for unit in units:
+            unit.done.set()
+        if snapshot_due:
+            self._snapshot()
+
+    def _land(self, tx: Transaction, positions: Sequence[Position | None]) -> None:
+        """Make a written unit's state the committed state (the caller holds the store lock)."""
         partitions: dict[tuple[str, str], int] = {}
         for envelope, position in zip(tx.envelopes, positions, strict=False):
             self._seen.add(envelope.causation_id)
@@ -392,9 +493,23 @@ class EventStore:
             cached.state, cached.version = loaded.state, loaded.version
             cached.partition = partitions.get(key, cached.partition)
             self._notify(self._kinds[key[0]], key[1])
-        self._since_snapshot += len(tx.envelopes)
-        if self._snapshot_every and self._since_snapshot >= self._snapshot_every:
-            self.snapshot()
+
+    def _fail(self, units: list[_Unit], error: Exception) -> None:
+        """Fail the written group and everything queued behind it, which may have built on it."""
+        with self._lock:
+            failed = units + self._queue
+            self._queue = []
+            self._speculative.clear()
+            self._speculative_causes.clear()
+            if isinstance(error, WriterFenced):
+                self._fenced = error
+        for unit in failed:
+            if isinstance(error, WriterFenced):
+                unit.error = WriterFenced(str(error))
+            else:
+                unit.error = CommitFailed(f"{self.topic}: {type(error).__name__}: {error}")
+            unit.error.__cause__ = error
+            unit.done.set()
 
 
 class Transaction:
@@ -410,7 +525,7 @@ class Transaction:
         pending = self.pending.get((kind_name, aggregate_id))
         if pending is not None:
             return pending
-        return self._store._loaded(self._store.kind(kind_name), aggregate_id)
+        return self._store._newest(self._store.kind(kind_name), aggregate_id)
 
     def append(
         self,

@@ -7,7 +7,15 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from callcenter.common.v1 import snapshot_pb2
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
 
 from services.platform.consumer import Source
 from services.platform.errors import WriterFenced
@@ -54,6 +62,17 @@ def consumer_config(kafka: KafkaSettings, group_id: str, **extra: Any) -> dict[s
     }
 
 
+def _record(message: Message) -> LogRecord:
+    return LogRecord(
+        message.topic(),
+        message.partition(),
+        message.offset(),
+        message.key(),
+        message.value(),
+        tuple(message.headers() or ()),
+    )
+
+
 def _read_to_end(consumer: Consumer, topic: str, start: Mapping[int, int]) -> Iterator[LogRecord]:
     """Yield committed records of every partition of ``topic`` from ``start`` until each is at its end."""
     metadata = consumer.list_topics(topic, timeout=10)
@@ -73,14 +92,7 @@ def _read_to_end(consumer: Consumer, topic: str, start: Mapping[int, int]) -> It
                     remaining.discard(message.partition())
                     continue
                 raise KafkaException(error)
-            yield LogRecord(
-                message.topic(),
-                message.partition(),
-                message.offset(),
-                message.key(),
-                message.value(),
-                tuple(message.headers() or ()),
-            )
+            yield _record(message)
 
 
 class KafkaEventLog(EventLog):
@@ -126,7 +138,7 @@ class KafkaEventLog(EventLog):
             consumer.close()
 
     def commit(
-        self, records: Sequence[OutgoingRecord], consumed: ConsumedOffsets | None
+        self, records: Sequence[OutgoingRecord], consumed: Sequence[ConsumedOffsets]
     ) -> list[Position | None]:
         producer = self._writer()
         positions: list[Position | None] = [None] * len(records)
@@ -148,10 +160,9 @@ class KafkaEventLog(EventLog):
                     headers=record.headers,
                     on_delivery=lambda e, m, i=index: delivered(i, e, m),
                 )
-            if consumed is not None and consumed.offsets:
+            for group in consumed:
                 producer.send_offsets_to_transaction(
-                    [TopicPartition(t, p, o) for (t, p), o in consumed.offsets.items()],
-                    consumed.group_metadata,
+                    [TopicPartition(t, p, o) for (t, p), o in group.offsets.items()], group.group_metadata
                 )
             producer.flush()
             if failures:
@@ -217,16 +228,7 @@ class KafkaSource(Source):
                     raise KafkaException(error)
                 log.warning("consumer error (will retry): %s", error.str())
                 continue
-            records.append(
-                LogRecord(
-                    message.topic(),
-                    message.partition(),
-                    message.offset(),
-                    message.key(),
-                    message.value(),
-                    tuple(message.headers() or ()),
-                )
-            )
+            records.append(_record(message))
         return records
 
     def group_metadata(self) -> Any:

@@ -66,14 +66,14 @@ class InMemoryEventLog(EventLog):
             yield from records[start.get(partition, 0) :]
 
     def commit(
-        self, records: Sequence[OutgoingRecord], consumed: ConsumedOffsets | None
+        self, records: Sequence[OutgoingRecord], consumed: Sequence[ConsumedOffsets]
     ) -> list[Position | None]:
         self._check_epoch()
         if self._broker.failures:
             raise self._broker.failures.pop(0)
         positions = [self._broker.write(record) for record in records]
-        if consumed is not None:
-            self._broker.group_offsets.setdefault(consumed.group_metadata, {}).update(consumed.offsets)
+        for group in consumed:
+            self._broker.group_offsets.setdefault(group.group_metadata, {}).update(group.offsets)
         return [p if r.topic == self.topic else None for p, r in zip(positions, records, strict=True)]
 
     def write_snapshots(self, snapshots: Sequence[snapshot_pb2.PartitionSnapshot]) -> None:
