@@ -1,0 +1,76 @@
+# The project's interface: CI and the README call these same targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON_BOOT ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+INSTALLED := $(VENV)/.installed
+GEN_STAMP := gen/.generated
+KAFKA_LIBS := deploy/kafka/target/libs
+BUF := .tools/bin/buf
+BUF_VERSION := v1.75.0
+PROTOS := $(shell find proto -name '*.proto')
+
+.PHONY: help setup run demo test test-unit lint format proto bench kafka-jars kafka-up kafka-down topics clean
+
+help:
+	@echo "make run    set up what is missing, start the Kafka broker and the services"
+	@echo "make test   set up what is missing, then run every test suite (the broker starts itself)"
+	@echo "make lint   ruff, buf lint and buf breaking against main"
+	@echo "other: setup proto kafka-jars kafka-up kafka-down topics demo bench clean"
+
+setup: $(INSTALLED) $(GEN_STAMP) $(KAFKA_LIBS)/.complete $(BUF)
+
+$(INSTALLED): pyproject.toml
+	test -x $(PY) || $(PYTHON_BOOT) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	echo "$(CURDIR)/gen" > "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/callcenter-gen.pth"
+	touch $@
+
+proto: $(GEN_STAMP)
+$(GEN_STAMP): $(INSTALLED) $(PROTOS)
+	PYTHON=$(PY) bash deploy/scripts/proto.sh
+	touch $@
+
+kafka-jars: $(KAFKA_LIBS)/.complete
+$(KAFKA_LIBS)/.complete: deploy/kafka/pom.xml
+	rm -rf $(KAFKA_LIBS)
+	cd deploy/kafka && mvn -q -B package
+	touch $@
+
+$(BUF):
+	GOBIN=$(CURDIR)/.tools/bin GOFLAGS=-mod=mod go install github.com/bufbuild/buf/cmd/buf@$(BUF_VERSION)
+
+kafka-up: setup
+	$(PY) -m services.platform.broker up
+	$(PY) -m services.platform.topics ensure
+
+kafka-down:
+	test ! -x $(PY) || $(PY) -m services.platform.broker down
+
+topics: setup
+	$(PY) -m services.platform.topics ensure
+
+run: kafka-up
+	$(PY) -m services.noop.main
+
+test: setup
+	$(PY) -m pytest
+
+test-unit: setup
+	$(PY) -m pytest tests/unit tests/contract -m "not kafka"
+
+lint: setup
+	$(PY) -m ruff check services tests load-tests
+	$(PY) -m ruff format --check services tests load-tests
+	BUF=$(BUF) bash deploy/scripts/buf.sh lint
+	BUF=$(BUF) bash deploy/scripts/buf.sh breaking
+
+format: setup
+	$(PY) -m ruff format services tests load-tests
+	$(PY) -m ruff check --fix services tests load-tests
+
+clean: kafka-down
+	rm -rf gen .data deploy/kafka/target
