@@ -12,13 +12,14 @@ BUF := .tools/bin/buf
 BUF_VERSION := v1.75.0
 PROTOS := $(shell find proto -name '*.proto')
 
-.PHONY: help setup run demo test test-unit lint format proto bench kafka-jars kafka-up kafka-down topics clean
+.PHONY: help setup run test test-unit lint format proto bench kafka-jars kafka-up kafka-down topics clean
 
 help:
 	@echo "make run    set up what is missing, start the Kafka broker and the services"
 	@echo "make test   set up what is missing, then run every test suite (the broker starts itself)"
 	@echo "make lint   ruff, buf lint and buf breaking against main"
-	@echo "other: setup proto kafka-jars kafka-up kafka-down topics demo bench clean"
+	@echo "make bench  event store throughput against raw confluent-kafka, on the local broker"
+	@echo "other: setup proto kafka-jars kafka-up kafka-down topics format clean"
 
 setup: $(INSTALLED) $(GEN_STAMP) $(KAFKA_LIBS)/.complete $(BUF)
 
@@ -37,7 +38,7 @@ $(GEN_STAMP): $(INSTALLED) $(PROTOS)
 kafka-jars: $(KAFKA_LIBS)/.complete
 $(KAFKA_LIBS)/.complete: deploy/kafka/pom.xml
 	rm -rf $(KAFKA_LIBS)
-	cd deploy/kafka && mvn -q -B package
+	cd deploy/kafka && mvn -q -B -Dstyle.color=never package
 	touch $@
 
 $(BUF):
@@ -55,6 +56,9 @@ topics: setup
 
 run: kafka-up
 	$(PY) -m services.noop.main
+
+bench: kafka-up
+	PYTHONPATH=$(CURDIR) $(PY) load-tests/bench_event_store.py --events 4000 --batch 1 --batch 10 --threads 1 --threads 16
 
 test: setup
 	$(PY) -m pytest

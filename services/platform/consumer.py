@@ -18,9 +18,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from opentelemetry import metrics, trace
+from opentelemetry.trace import SpanKind
+
 from services.platform.envelope import Envelope, EventRegistry, PoisonEvent, decode
 from services.platform.errors import DomainError, WriterFenced
 from services.platform.eventstore import ConsumedOffsets, EventStore, LogRecord, Transaction
+from services.platform.telemetry import extract_kafka_context
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +88,7 @@ class ConsumerRunner:
         poll_timeout_s: float = 0.2,
         max_backoff_s: float = 30.0,
         dedup_by_store: bool = True,
+        tracer: trace.Tracer | None = None,
     ) -> None:
         self.name = name
         self.stats = RunnerStats()
@@ -97,6 +102,14 @@ class ConsumerRunner:
         self._poll_timeout_s = poll_timeout_s
         self._max_backoff_s = max_backoff_s
         self._dedup_by_store = dedup_by_store
+        self._tracer = tracer or trace.get_tracer(__name__)
+        meter = metrics.get_meter(__name__)
+        self._handled = meter.create_counter("consumer.records.handled", description="events handled")
+        self._duplicates = meter.create_counter(
+            "consumer.records.duplicates", description="redelivered event ids"
+        )
+        self._dead = meter.create_counter("consumer.records.dead_lettered", description="poison records")
+        self._attrs = {"consumer": name}
         self._attempts: dict[tuple[str, int, int], int] = {}
         self._poison: dict[tuple[str, int, int], str] = {}
 
@@ -187,7 +200,16 @@ class ConsumerRunner:
                     duplicates += 1
                     continue
                 try:
-                    self._handler(envelope, tx)
+                    with self._tracer.start_as_current_span(
+                        f"{self.name} {envelope.event_type}",
+                        context=extract_kafka_context(record.headers),
+                        kind=SpanKind.CONSUMER,
+                        attributes={
+                            "messaging.destination.name": record.topic,
+                            "event.id": envelope.event_id,
+                        },
+                    ):
+                        self._handler(envelope, tx)
                 except TransientError:
                     raise
                 except Exception as error:
@@ -197,6 +219,9 @@ class ConsumerRunner:
         self.stats.handled += handled
         self.stats.duplicates += duplicates
         self.stats.dead_lettered += dead
+        self._handled.add(handled, self._attrs)
+        self._duplicates.add(duplicates, self._attrs)
+        self._dead.add(dead, self._attrs)
         if dead:
             log.warning("%s: %d record(s) dead-lettered to %s", self.name, dead, self._deadletter_topic)
 

@@ -25,6 +25,7 @@ from typing import Any, Generic, TypeVar
 
 from callcenter.common.v1 import snapshot_pb2
 from google.protobuf.message import Message
+from opentelemetry import metrics
 
 from services.platform.envelope import (
     Cause,
@@ -38,6 +39,12 @@ from services.platform.envelope import (
 )
 from services.platform.errors import ConcurrencyError, WriterFenced
 from services.platform.telemetry import inject_kafka_headers
+
+_meter = metrics.get_meter(__name__)
+_events_appended = _meter.create_counter("eventstore.events.appended", description="events committed")
+_group_size = _meter.create_histogram(
+    "eventstore.commit.units", description="units of work per log transaction"
+)
 
 S = TypeVar("S")
 
@@ -424,10 +431,9 @@ class EventStore:
         """Queue a finished unit for the next group commit; its state becomes the speculative newest."""
         if not tx.envelopes and not tx.published and consumed is None:
             return None
-        trace_headers = inject_kafka_headers()
         records = []
         for envelope in tx.envelopes:
-            key, value, headers = encode(envelope.with_headers(trace_headers))
+            key, value, headers = encode(envelope)
             records.append(OutgoingRecord(self.topic, key, value, headers))
         records.extend(tx.published)
         self._speculative.update(tx.pending)
@@ -471,7 +477,10 @@ class EventStore:
                 envelope.causation_id for unit in units for envelope in unit.tx.envelopes
             }
             self.commits += 1
-            self._since_snapshot += sum(len(unit.tx.envelopes) for unit in units)
+            appended = sum(len(unit.tx.envelopes) for unit in units)
+            self._since_snapshot += appended
+            _events_appended.add(appended, {"topic": self.topic})
+            _group_size.record(len(units), {"topic": self.topic})
             snapshot_due = self._snapshot_every and self._since_snapshot >= self._snapshot_every
         for unit in units:
             unit.done.set()
@@ -554,6 +563,8 @@ class Transaction:
                 occurred_at=when,
                 cause=cause,
             )
+            # The trace of the span deciding this event travels with it, so a reaction continues it.
+            envelope = envelope.with_headers(inject_kafka_headers())
             state = kind.evolve(state, envelope)
             appended.append(envelope)
         self.pending[(kind_name, aggregate_id)] = Loaded(state, version)

@@ -14,7 +14,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from services.platform.consumer import REASON_HEADER, ConsumerRunner
 from services.platform.envelope import Cause, Envelope, encode, make_envelope
 from services.platform.eventstore import EventStore, Transaction
-from services.platform.kafka import KafkaEventLog, KafkaSource
+from services.platform.kafka import KafkaEventLog, KafkaSource, producer_config
 from services.platform.settings import KafkaSettings
 from services.platform.timers import schedule_deadlines
 from tests.support import tally
@@ -179,4 +179,36 @@ def test_a_deadline_set_before_a_restart_fires_after_it(topics: Topics) -> None:
     assert scheduler.fire_due() == 1
     assert restarted.load("Tally", "t-1").state.reminders_fired == 1
     assert [r.offset for r in topics.read(topics.events)] != []
+    assert len(topics.read(topics.events)) == 2
+
+
+def test_a_writer_that_died_inside_a_transaction_leaves_nothing_visible(topics: Topics) -> None:
+    store = topics.store()
+    store.start()
+    store.append("Tally", "t-1", 0, [tally.ItemAdded(item="x", quantity=1)], Cause.request("committed"))
+    store.close()
+    # A writer with the same id sends an event and dies before committing its transaction.
+    doomed = make_envelope(
+        tally.ItemAdded(item="x", quantity=1000),
+        registry=tally.registry(),
+        aggregate_type="Tally",
+        aggregate_id="t-1",
+        aggregate_version=2,
+        occurred_at=datetime.now(UTC),
+        cause=Cause.request("never-committed"),
+    )
+    key, value, headers = encode(doomed)
+    crashed = Producer(producer_config(topics.kafka, f"tally-writer.{topics.suffix}"))
+    crashed.init_transactions(30)
+    crashed.begin_transaction()
+    crashed.produce(topics.events, value, key, headers=headers)
+    assert crashed.flush(30) == 0
+
+    restarted = topics.store()
+    restarted.start()
+
+    assert restarted.load("Tally", "t-1").state.items == {"x": 1}
+    assert not restarted.has_seen("never-committed")
+    restarted.append("Tally", "t-1", 1, [tally.ItemAdded(item="x", quantity=2)], Cause.request("after"))
+    assert [r.value for r in topics.read(topics.events)].count(value) == 0
     assert len(topics.read(topics.events)) == 2

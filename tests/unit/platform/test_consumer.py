@@ -5,11 +5,14 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.trace import get_current_span
 
 from services.platform.consumer import REASON_HEADER, ConsumerRunner, TransientError
 from services.platform.envelope import Cause, Envelope, encode, make_envelope
 from services.platform.errors import FailedPrecondition
 from services.platform.eventstore import EventStore, OutgoingRecord, Transaction
+from services.platform.telemetry import extract_kafka_context, inject_kafka_headers
 from tests.support import tally
 from tests.support.memory import InMemoryBroker, InMemoryEventLog, InMemorySource
 
@@ -210,3 +213,18 @@ def test_a_crash_between_batches_neither_loses_nor_doubles(events_before_crash: 
         pass
 
     assert (second.quantity("t0"), second.quantity("t1")) == (1 + 3, 2 + 4)
+
+
+def test_a_reaction_continues_the_trace_of_the_event_it_reacts_to() -> None:
+    tracer = TracerProvider().get_tracer("test")
+    harness = Harness(tracer=tracer)
+    with tracer.start_as_current_span("upstream StartContact") as upstream:
+        event = _upstream_event("a", 2).with_headers(inject_kafka_headers())
+    _publish(harness.broker, event)
+
+    harness.runner.run_once()
+
+    [reaction] = harness.broker.records("tally.events")
+    reaction_context = get_current_span(extract_kafka_context(reaction.headers)).get_span_context()
+    assert reaction_context.trace_id == upstream.get_span_context().trace_id
+    assert reaction_context.span_id != upstream.get_span_context().span_id
