@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, PrivateAttr, model_validator
+from pydantic import BaseModel, Field, PrivateAttr, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -77,6 +77,14 @@ class TelemetrySettings(BaseModel):
     metric_interval_ms: int = 10_000
 
 
+class PrivacySettings(BaseModel):
+    """The key that pseudonymises caller numbers (keyed HMAC); the local default is for development only."""
+
+    hmac_key: SecretStr = SecretStr("local-development-key-not-for-production")
+    # How many trailing digits a masked number shows, e.g. 4 -> "*******1234".
+    masked_digits: int = 4
+
+
 class GrpcSettings(BaseModel):
     """The address a service's gRPC server binds; port 0 picks a free port (tests)."""
 
@@ -98,6 +106,7 @@ class Settings(BaseSettings):
     clickhouse: ClickHouseSettings = Field(default_factory=ClickHouseSettings)
     telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
     grpc: GrpcSettings = Field(default_factory=GrpcSettings)
+    privacy: PrivacySettings = Field(default_factory=PrivacySettings)
     _kafka_given: bool = PrivateAttr(default=False)
 
     @model_validator(mode="after")
@@ -117,5 +126,7 @@ class Settings(BaseSettings):
             missing.append("CC_KAFKA__BOOTSTRAP_SERVERS")
         if self.clickhouse.url is None:
             missing.append("CC_CLICKHOUSE__URL")
+        if self.privacy.hmac_key == PrivacySettings().hmac_key:
+            missing.append("CC_PRIVACY__HMAC_KEY")
         if missing:
             raise ValueError(f"environment=cluster needs explicit addresses: {', '.join(missing)} not set")

@@ -37,6 +37,8 @@ spec:
             - name: CC_KAFKA__SASL_PASSWORD
               valueFrom: {secretKeyRef: {name: {{ $v.kafka.credentialsSecret }}, key: password}}
             - {name: CC_CLICKHOUSE__URL, value: {{ $v.clickhouse.url | quote }}}
+            - name: CC_PRIVACY__HMAC_KEY
+              valueFrom: {secretKeyRef: {name: {{ $v.privacy.hmacKeySecret }}, key: hmac-key}}
             - {name: CC_TELEMETRY__EXPORTER, value: {{ $v.telemetry.exporter }}}
             - {name: CC_TELEMETRY__OTLP_ENDPOINT, value: {{ $v.telemetry.otlpEndpoint | quote }}}
           readinessProbe:

@@ -20,7 +20,7 @@ def test_an_explicit_bootstrap_address_wins(monkeypatch: pytest.MonkeyPatch) -> 
 
 def test_cluster_mode_names_every_missing_address(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CC_ENVIRONMENT", "cluster")
-    with pytest.raises(ValueError, match="CC_KAFKA__BOOTSTRAP_SERVERS, CC_CLICKHOUSE__URL not set"):
+    with pytest.raises(ValueError, match="CC_KAFKA__BOOTSTRAP_SERVERS, CC_CLICKHOUSE__URL, CC_PRIVACY__HMAC_KEY not set"):
         Settings().require_cluster_addresses()
 
 
@@ -28,4 +28,5 @@ def test_cluster_mode_with_addresses_starts(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setenv("CC_ENVIRONMENT", "cluster")
     monkeypatch.setenv("CC_KAFKA__BOOTSTRAP_SERVERS", "kafka:9092")
     monkeypatch.setenv("CC_CLICKHOUSE__URL", "http://clickhouse:8123")
+    monkeypatch.setenv("CC_PRIVACY__HMAC_KEY", "a-real-secret")
     Settings().require_cluster_addresses()
