@@ -1,0 +1,182 @@
+"""The agents service layer: desktop and supervisor commands, and reactions to routing and intake.
+
+Each command is load -> decide -> append in one unit of work; a request id already seen returns
+the agent as it is. Reactions turn other contexts' events into commands on the Agent they concern.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable
+from dataclasses import asdict
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from callcenter.agents.v1 import events_pb2 as agent_events
+from callcenter.intake.v1 import events_pb2 as intake_events
+from callcenter.routing.v1 import events_pb2 as routing_events
+
+from services.agents import domain
+from services.agents.domain import Agent, Command, Offer
+from services.platform.envelope import Cause, Envelope, EventRegistry
+from services.platform.errors import DomainError, InvalidArgument, NotFound
+from services.platform.eventstore import AggregateKind, EventStore, Transaction
+
+KIND = "Agent"
+EVENTS_TOPIC = "agents.events.v1"
+SNAPSHOTS_TOPIC = "agents.snapshots.v1"
+REACTS_TO = ("routing.events.v1", "contacts.events.v1")
+
+
+def registry() -> EventRegistry:
+    """Every event the agents service reads: its own and those of the topics it reacts to."""
+    return EventRegistry.of(agent_events, routing_events, intake_events)
+
+
+class ContactIndex:
+    """Which agent holds, or is offered, each contact: kept current from committed Agent states."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._by_agent: dict[str, set[str]] = {}
+        self._by_contact: dict[str, str] = {}
+
+    def track(self, kind: AggregateKind[Any], agent_id: str, agent: Agent) -> None:
+        contacts = set(agent.contacts)
+        if agent.offer is not None:
+            contacts.add(agent.offer.contact_id)
+        if agent.wrap_up is not None:
+            contacts.add(agent.wrap_up.contact_id)
+        with self._lock:
+            for contact_id in self._by_agent.pop(agent_id, set()):
+                self._by_contact.pop(contact_id, None)
+            self._by_agent[agent_id] = contacts
+            for contact_id in contacts:
+                self._by_contact[contact_id] = agent_id
+
+    def agent_of(self, contact_id: str) -> str | None:
+        with self._lock:
+            return self._by_contact.get(contact_id)
+
+
+class AgentsService:
+    """Runs commands against Agent aggregates, exactly once per request id."""
+
+    def __init__(self, store: EventStore, clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self._store = store
+        self._clock = clock
+        self.contacts = ContactIndex()
+        store.add_listener(self.contacts.track)
+
+    def now(self) -> datetime:
+        return self._clock()
+
+    def execute(self, request_id: str, command: Command) -> Agent:
+        if not request_id:
+            raise InvalidArgument("request_id is required (the desktop's idempotency key)")
+        if not self._store.has_seen(request_id):
+            with self._store.transaction() as tx:
+                _decide_and_append(tx, command, Cause.request(request_id))
+        return self.get(command.agent_id)
+
+    def get(self, agent_id: str) -> Agent:
+        loaded = self._store.load(KIND, agent_id)
+        if not loaded.exists:
+            raise NotFound(f"agent {agent_id} has never logged in")
+        return loaded.state
+
+    def list(self) -> list[Agent]:
+        return [agent for _, agent in self._store.states(KIND)]
+
+    def react(self, envelope: Envelope, tx: Transaction) -> None:
+        """The consumer runner's handler for routing's and intake's events."""
+        command = self._command_for(envelope)
+        if command is None:
+            return
+        try:
+            _decide_and_append(tx, command, Cause.event(envelope))
+        except DomainError:
+            # The report came too late to matter (the agent moved on); the event decides nothing.
+            return
+
+    def _command_for(self, envelope: Envelope) -> Command | None:
+        event, now = envelope.payload, envelope.occurred_at
+        match envelope.event_type:
+            case "ContactOffered":
+                return domain.Reserve(event.agent_id, _offer(event), now)
+            case "ContactAnswered":
+                return domain.ContactAnswered(event.agent_id, event.contact_id, now)
+            case "ContactEnded":
+                agent_id = event.agent_id or self.contacts.agent_of(event.contact_id)
+                return domain.ContactEnded(agent_id, event.contact_id, now) if agent_id else None
+        return None
+
+
+def _decide_and_append(tx: Transaction, command: Command, cause: Cause) -> None:
+    loaded = tx.load(KIND, command.agent_id)
+    events = domain.decide(loaded.state, command)
+    if events:
+        tx.append(KIND, command.agent_id, loaded.version, events, cause)
+
+
+def _offer(event: routing_events.ContactOffered) -> Offer:
+    return Offer(
+        offer_id=event.offer_id,
+        contact_id=event.contact_id,
+        queue_id=event.queue_id,
+        channel=event.channel or domain.Channel.CHANNEL_VOICE,
+        ring_deadline=event.ring_deadline.ToDatetime(tzinfo=UTC),
+        wrap_up_time=event.wrap_up_time.ToTimedelta(),
+        wrap_up_mode=event.wrap_up_mode or domain.WrapUpMode.WRAP_UP_MODE_OPTIONAL,
+    )
+
+
+def agent_kind() -> AggregateKind[Agent]:
+    return AggregateKind(
+        name=KIND,
+        initial=Agent,
+        evolve=domain.evolve,
+        deadlines=domain.deadlines,
+        snapshot=_snapshot,
+        restore=_restore,
+    )
+
+
+def _snapshot(agent: Agent) -> bytes:
+    return json.dumps(asdict(agent), default=_encode).encode()
+
+
+def _encode(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return {"at": value.isoformat()}
+    if isinstance(value, timedelta):
+        return {"seconds": value.total_seconds()}
+    raise TypeError(type(value))
+
+
+def _decode(value: Any) -> Any:
+    if isinstance(value, dict) and value.keys() == {"at"}:
+        return datetime.fromisoformat(value["at"])
+    if isinstance(value, dict) and value.keys() == {"seconds"}:
+        return timedelta(seconds=value["seconds"])
+    return value
+
+
+def _restore(data: bytes) -> Agent:
+    raw = json.loads(data, object_hook=_decode)
+    offer = Offer(**raw["offer"]) if raw["offer"] else None
+    wrap_up = domain.WrapUp(**raw["wrap_up"]) if raw["wrap_up"] else None
+    return Agent(
+        agent_id=raw["agent_id"],
+        state=raw["state"],
+        reason=raw["reason"],
+        state_since=raw["state_since"],
+        display_name=raw["display_name"],
+        skills=tuple(tuple(s) for s in raw["skills"]),
+        skill_groups=tuple(raw["skill_groups"]),
+        chat_capacity=raw["chat_capacity"],
+        contacts={k: (v[0], v[1], v[2], v[3]) for k, v in raw["contacts"].items()},
+        offer=offer,
+        wrap_up=wrap_up,
+    )
