@@ -20,7 +20,8 @@ def test_an_explicit_bootstrap_address_wins(monkeypatch: pytest.MonkeyPatch) -> 
 
 def test_cluster_mode_names_every_missing_address(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CC_ENVIRONMENT", "cluster")
-    with pytest.raises(ValueError, match="CC_KAFKA__BOOTSTRAP_SERVERS, CC_CLICKHOUSE__URL, CC_PRIVACY__HMAC_KEY not set"):
+    missing = "CC_KAFKA__BOOTSTRAP_SERVERS, CC_CLICKHOUSE__URL, CC_PRIVACY__HMAC_KEY not set"
+    with pytest.raises(ValueError, match=missing):
         Settings().require_cluster_addresses()
 
 
