@@ -20,7 +20,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Generic, TypeVar
 
 from callcenter.common.v1 import snapshot_pb2
@@ -63,7 +63,13 @@ class AggregateKind(Generic[S]):
 
     ``evolve`` is the pure fold; ``deadlines`` lists the timers the state is waiting on;
     ``snapshot``/``restore`` encode the state for snapshots (without them, the kind is always
-    rebuilt by full replay), ``state_version`` names that encoding.
+    rebuilt by full replay), ``state_version`` names that encoding. ``closed`` tells when an
+    aggregate's life is over, so a store may forget it (``forget_closed_after``).
+
+    A kind with a ``changelog_topic`` is a table rather than an event-sourced aggregate: a view
+    kept from other contexts' events, changed by ``Transaction.put`` of a whole new state that is
+    written to that compacted topic in the unit's transaction and read back at start-up (like a
+    Kafka Streams state store). ``AggregateKind.table`` builds one.
     """
 
     name: str
@@ -73,6 +79,29 @@ class AggregateKind(Generic[S]):
     snapshot: Callable[[S], bytes] | None = None
     restore: Callable[[bytes], S] | None = None
     state_version: int = 1
+    closed: Callable[[S], bool] = lambda _state: False
+    changelog_topic: str | None = None
+
+    @classmethod
+    def table(
+        cls,
+        name: str,
+        initial: Callable[[str], S],
+        topic: str,
+        encode: Callable[[S], bytes],
+        decode: Callable[[bytes], S],
+    ) -> AggregateKind[S]:
+        return cls(
+            name, initial, _changed_by_put_only, snapshot=encode, restore=decode, changelog_topic=topic
+        )
+
+    @property
+    def is_table(self) -> bool:
+        return self.changelog_topic is not None
+
+
+def _changed_by_put_only(_state: Any, envelope: Envelope) -> Any:
+    raise TypeError(f"a table changes by Transaction.put, not by events ({envelope.event_type})")
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +180,10 @@ class EventLog(ABC):
     def write_snapshots(self, snapshots: Sequence[snapshot_pb2.PartitionSnapshot]) -> None: ...
 
     @abstractmethod
+    def read_table(self, topic: str) -> Iterator[LogRecord]:
+        """Every committed record of a table's changelog topic, oldest first (a key's last one wins)."""
+
+    @abstractmethod
     def close(self) -> None: ...
 
 
@@ -163,6 +196,7 @@ class CommitFailed(Exception):
 
 
 StateListener = Callable[[AggregateKind[Any], str, Any], None]
+_Key = tuple[str, str]
 
 
 @dataclass
@@ -210,6 +244,10 @@ class EventStore:
     queue, and waits. Whichever waiting caller takes the commit lock writes everything queued in one
     log transaction. If that fails, every queued unit fails with it (each may have built on the
     failed ones) and the speculative state is dropped; committed state never holds an unwritten event.
+
+    Closed aggregates (``AggregateKind.closed``) are forgotten ``forget_closed_after`` they closed,
+    so a context with one aggregate per contact keeps its memory bounded; loading a forgotten id
+    gives a new aggregate, and on replay a version 1 always begins a new life of its id.
     """
 
     def __init__(
@@ -221,6 +259,7 @@ class EventStore:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         snapshot_every: int = 0,
         remembered_causes: int = 200_000,
+        forget_closed_after: timedelta | None = None,
     ) -> None:
         self._log = log
         self._registry = registry
@@ -238,9 +277,13 @@ class EventStore:
         self._since_snapshot = 0
         self._seen = _SeenIds(remembered_causes)
         self._listeners: list[StateListener] = []
+        self._newest_listeners: list[StateListener] = []
+        self._forget_closed_after = forget_closed_after
+        self._closed: OrderedDict[_Key, datetime] = OrderedDict()
         self._fenced: WriterFenced | None = None
         self.replayed_events = 0
         self.restored_aggregates = 0
+        self.forgotten_aggregates = 0
         self.commits = 0
 
     @property
@@ -261,6 +304,7 @@ class EventStore:
         """Become the writer, then rebuild every aggregate from snapshots and the tail of the topic."""
         with self._commit_lock, self._lock:
             self._log.open()
+            self._restore_tables()
             start = self._restore_snapshots()
             for record in self._log.replay(start):
                 try:
@@ -273,14 +317,23 @@ class EventStore:
                 self._next_offset[record.partition] = record.offset + 1
                 self._seen.add(envelope.causation_id)
                 self.replayed_events += 1
+            # Replay meets the partitions one after another; forgetting goes oldest first.
+            self._closed = OrderedDict(sorted(self._closed.items(), key=lambda item: item[1]))
+            self._forget_closed()
 
     def close(self) -> None:
         with self._commit_lock:
             self._log.close()
 
-    def add_listener(self, listener: StateListener) -> None:
-        """Called with (kind, aggregate id, new state) after every committed or replayed change."""
-        self._listeners.append(listener)
+    def add_listener(self, listener: StateListener, *, newest: bool = False) -> None:
+        """Called with (kind, aggregate id, new state) after every committed or replayed change.
+
+        With ``newest``, called instead whenever the newest state changes: as soon as a unit of work
+        appends (while it still holds the store's lock, so the listener sees every unit's decisions
+        in order), and again with the state before when the unit is discarded or its commit fails.
+        An index the next decision relies on (who is free, who waits) must follow the newest state.
+        """
+        (self._newest_listeners if newest else self._listeners).append(listener)
 
     def states(self, kind_name: str) -> Iterator[tuple[str, Any]]:
         """Every committed aggregate of a kind, as (id, state); a copy, safe to iterate while writing."""
@@ -330,7 +383,11 @@ class EventStore:
                 if self._fenced is not None:
                     raise WriterFenced(str(self._fenced))
                 tx = Transaction(self)
-                yield tx
+                try:
+                    yield tx
+                except BaseException:
+                    self._revert_newest(tx.pending)
+                    raise
                 unit = self._enqueue(tx, consumed)
         finally:
             self._in_unit.active = False
@@ -347,7 +404,7 @@ class EventStore:
             by_partition: dict[int, list[snapshot_pb2.AggregateSnapshot]] = {p: [] for p in self._next_offset}
             for (kind_name, aggregate_id), cached in self._cache.items():
                 kind = self._kinds[kind_name]
-                if kind.snapshot is None or cached.partition is None:
+                if kind.snapshot is None or kind.is_table or cached.partition is None:
                     continue
                 by_partition.setdefault(cached.partition, []).append(
                     snapshot_pb2.AggregateSnapshot(
@@ -380,14 +437,31 @@ class EventStore:
             for aggregate in snap.aggregates:
                 kind = self._kinds[aggregate.aggregate_type]
                 assert kind.restore is not None
-                self._cache[(kind.name, aggregate.aggregate_id)] = _Cached(
+                key = (kind.name, aggregate.aggregate_id)
+                self._cache[key] = _Cached(
                     kind.restore(aggregate.state), aggregate.aggregate_version, snap.partition
                 )
-                self._notify(kind, aggregate.aggregate_id)
+                self._track_closed(kind, key, snap.taken_at.ToDatetime(tzinfo=UTC))
+                self._notify(kind, aggregate.aggregate_id, newest_too=True)
                 self.restored_aggregates += 1
             start[snap.partition] = snap.next_offset
             self._next_offset[snap.partition] = snap.next_offset
         return start
+
+    def _restore_tables(self) -> None:
+        for kind in self._kinds.values():
+            if not kind.is_table:
+                continue
+            assert kind.changelog_topic is not None and kind.restore is not None
+            latest: dict[str, tuple[bytes | None, int]] = {}
+            for record in self._log.read_table(kind.changelog_topic):
+                if record.key is not None:
+                    key = record.key.decode()
+                    latest[key] = (record.value, latest.get(key, (None, 0))[1] + 1)
+            for key, (value, puts) in latest.items():
+                if value:
+                    self._cache[(kind.name, key)] = _Cached(kind.restore(value), puts)
+                    self._notify(kind, key, newest_too=True)
 
     def _snapshot_usable(self, snap: snapshot_pb2.PartitionSnapshot) -> bool:
         """A partition snapshot is used whole or not at all: every aggregate's encoding must be current."""
@@ -411,21 +485,59 @@ class EventStore:
         kind = self._kinds.get(envelope.aggregate_type)
         if kind is None:
             raise CorruptLog(f"{self.topic} holds aggregate type {envelope.aggregate_type!r}, unknown here")
-        cached = self._cache.get((kind.name, envelope.aggregate_id))
-        if cached is None:
+        key = (kind.name, envelope.aggregate_id)
+        cached = self._cache.get(key)
+        if cached is None or (envelope.aggregate_version == 1 and cached.version >= 1):
+            # A version 1 begins an aggregate: the id was forgotten when closed and then used again.
             cached = _Cached(kind.initial(envelope.aggregate_id), 0, partition)
-            self._cache[(kind.name, envelope.aggregate_id)] = cached
+            self._cache[key] = cached
         if envelope.aggregate_version <= cached.version:
             return  # already in the snapshot this replay started from
         cached.state = kind.evolve(cached.state, envelope)
         cached.version = envelope.aggregate_version
         cached.partition = partition
-        self._notify(kind, envelope.aggregate_id)
+        self._track_closed(kind, key, envelope.occurred_at)
+        self._notify(kind, envelope.aggregate_id, newest_too=True)
 
-    def _notify(self, kind: AggregateKind[Any], aggregate_id: str) -> None:
+    def _notify(self, kind: AggregateKind[Any], aggregate_id: str, *, newest_too: bool = False) -> None:
         state = self._cache[(kind.name, aggregate_id)].state
         for listener in self._listeners:
             listener(kind, aggregate_id, state)
+        if newest_too:
+            self._notify_newest(kind, aggregate_id, state)
+
+    def _notify_newest(self, kind: AggregateKind[Any], aggregate_id: str, state: Any) -> None:
+        for listener in self._newest_listeners:
+            listener(kind, aggregate_id, state)
+
+    def _revert_newest(self, keys: Iterable[_Key]) -> None:
+        """Tell newest-listeners the newest state again, after the units that changed it failed."""
+        for kind_name, aggregate_id in list(keys):
+            kind = self._kinds[kind_name]
+            self._notify_newest(kind, aggregate_id, self._newest(kind, aggregate_id).state)
+
+    def _track_closed(self, kind: AggregateKind[Any], key: _Key, at: datetime) -> None:
+        if self._forget_closed_after is None:
+            return
+        if kind.closed(self._cache[key].state):
+            self._closed[key] = at
+            self._closed.move_to_end(key)
+        else:
+            self._closed.pop(key, None)
+
+    def _forget_closed(self) -> None:
+        """Drop aggregates closed longer than the retention (the caller holds the store lock)."""
+        if self._forget_closed_after is None:
+            return
+        limit = self._clock() - self._forget_closed_after
+        while self._closed:
+            key, closed_at = next(iter(self._closed.items()))
+            if closed_at > limit:
+                return
+            del self._closed[key]
+            if key not in self._speculative:
+                del self._cache[key]
+                self.forgotten_aggregates += 1
 
     def _enqueue(self, tx: Transaction, consumed: ConsumedOffsets | None) -> _Unit | None:
         """Queue a finished unit for the next group commit; its state becomes the speculative newest."""
@@ -482,6 +594,7 @@ class EventStore:
             _events_appended.add(appended, {"topic": self.topic})
             _group_size.record(len(units), {"topic": self.topic})
             snapshot_due = self._snapshot_every and self._since_snapshot >= self._snapshot_every
+            self._forget_closed()
         for unit in units:
             unit.done.set()
         if snapshot_due:
@@ -501,15 +614,19 @@ class EventStore:
             cached = self._cache.setdefault(key, _Cached(loaded.state, loaded.version))
             cached.state, cached.version = loaded.state, loaded.version
             cached.partition = partitions.get(key, cached.partition)
-            self._notify(self._kinds[key[0]], key[1])
+            kind = self._kinds[key[0]]
+            self._track_closed(kind, key, self._clock())
+            self._notify(kind, key[1])
 
     def _fail(self, units: list[_Unit], error: Exception) -> None:
         """Fail the written group and everything queued behind it, which may have built on it."""
         with self._lock:
             failed = units + self._queue
             self._queue = []
+            reverted = list(self._speculative)
             self._speculative.clear()
             self._speculative_causes.clear()
+            self._revert_newest(reverted)
             if isinstance(error, WriterFenced):
                 self._fenced = error
         for unit in failed:
@@ -547,6 +664,8 @@ class Transaction:
     ) -> list[Envelope]:
         """Append events to one aggregate; refused when ``expected_version`` is not its version."""
         kind = self._store.kind(kind_name)
+        if kind.is_table:
+            raise TypeError(f"{kind_name} is a table: put its new state instead of appending events")
         current = self.load(kind_name, aggregate_id)
         if expected_version != current.version:
             raise ConcurrencyError(aggregate_id, expected_version, current.version)
@@ -569,7 +688,19 @@ class Transaction:
             appended.append(envelope)
         self.pending[(kind_name, aggregate_id)] = Loaded(state, version)
         self.envelopes.extend(appended)
+        self._store._notify_newest(kind, aggregate_id, state)
         return appended
+
+    def put(self, kind_name: str, key: str, state: Any) -> None:
+        """Replace a table row; the new state goes to the table's changelog with this unit's records."""
+        kind = self._store.kind(kind_name)
+        if not kind.is_table:
+            raise TypeError(f"{kind_name} is event-sourced: append events instead of putting a state")
+        assert kind.changelog_topic is not None and kind.snapshot is not None
+        current = self.load(kind_name, key)
+        self.pending[(kind_name, key)] = Loaded(state, current.version + 1)
+        self.published.append(OutgoingRecord(kind.changelog_topic, key.encode(), kind.snapshot(state)))
+        self._store._notify_newest(kind, key, state)
 
     def publish(self, topic: str, key: bytes | None, value: bytes, headers: Headers | None = None) -> None:
         """Also write a record to another topic (public events, an inbox, the dead-letter topic)."""

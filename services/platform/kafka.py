@@ -124,6 +124,9 @@ class KafkaEventLog(EventLog):
     def replay(self, start: Mapping[int, int]) -> Iterator[LogRecord]:
         return self._read(self.topic, start)
 
+    def read_table(self, topic: str) -> Iterator[LogRecord]:
+        return self._read(topic, {})
+
     def _read(self, topic: str, start: Mapping[int, int]) -> Iterator[LogRecord]:
         consumer = Consumer(
             consumer_config(

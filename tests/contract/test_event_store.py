@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -28,12 +29,24 @@ class LogFactory:
     make: Callable[[str], EventLog]
     read_topic: Callable[[str], list]
     side_topic: str
+    table_topic: str
 
     def store(
-        self, writer_id: str = "tally-writer", *, state_version: int = 1, snapshot_every: int = 0
+        self,
+        writer_id: str = "tally-writer",
+        *,
+        state_version: int = 1,
+        snapshot_every: int = 0,
+        forget_closed_after: timedelta | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> EventStore:
         store = EventStore(
-            self.make(writer_id), tally.registry(), [tally.kind(state_version)], snapshot_every=snapshot_every
+            self.make(writer_id),
+            tally.registry(),
+            [tally.kind(state_version), tally.totals_table(self.table_topic)],
+            snapshot_every=snapshot_every,
+            forget_closed_after=forget_closed_after,
+            clock=clock,
         )
         store.start()
         return store
@@ -45,18 +58,21 @@ def _memory_factory() -> LogFactory:
         make=lambda writer_id: InMemoryEventLog(broker, "tally.events", "tally.snapshots", writer_id),
         read_topic=broker.records,
         side_topic="tally.side",
+        table_topic="tally.totals",
     )
 
 
 def _kafka_factory(bootstrap_servers: str) -> Iterator[LogFactory]:
     suffix = uuid.uuid4().hex[:8]
     events, snapshots, side = f"tally.events.{suffix}", f"tally.snapshots.{suffix}", f"tally.side.{suffix}"
+    table = f"tally.totals.{suffix}"
     admin = AdminClient({"bootstrap.servers": bootstrap_servers})
     futures = admin.create_topics(
         [
             NewTopic(events, 3, 1),
             NewTopic(snapshots, 1, 1, config={"cleanup.policy": "compact", "max.message.bytes": "16777216"}),
             NewTopic(side, 1, 1),
+            NewTopic(table, 1, 1, config={"cleanup.policy": "compact"}),
         ]
     )
     for future in futures.values():
@@ -72,10 +88,10 @@ def _kafka_factory(bootstrap_servers: str) -> Iterator[LogFactory]:
     def read_topic(topic: str) -> list:
         return list(KafkaEventLog(kafka, topic, topic, f"reader.{suffix}").replay({}))
 
-    yield LogFactory(make=make, read_topic=read_topic, side_topic=side)
+    yield LogFactory(make=make, read_topic=read_topic, side_topic=side, table_topic=table)
     for log in logs:
         log.close()
-    for future in admin.delete_topics([events, snapshots, side]).values():
+    for future in admin.delete_topics([events, snapshots, side, table]).values():
         future.result(30)
 
 
@@ -230,3 +246,65 @@ def test_the_active_trace_travels_in_the_event_headers(logs: LogFactory) -> None
     [record] = logs.read_topic(store.topic)
     context = extract_kafka_context(record.headers)
     assert get_current_span(context).get_span_context().trace_id == span.get_span_context().trace_id
+
+
+def test_a_table_row_is_put_with_the_unit_and_read_back_after_a_restart(logs: LogFactory) -> None:
+    store = logs.store()
+    with store.transaction() as tx:
+        tx.put("Totals", "apples", 2)
+        tx.append("Tally", "t-1", 0, [tally.ItemAdded(item="apples", quantity=2)], Cause.request("a"))
+    with store.transaction() as tx:
+        tx.put("Totals", "apples", tx.load("Totals", "apples").state + 5)
+        assert tx.load("Totals", "apples").state == 7
+    with pytest.raises(RuntimeError), store.transaction() as tx:
+        tx.put("Totals", "apples", 1000)
+        raise RuntimeError("discarded")
+
+    assert store.load("Totals", "apples").state == 7
+    store.close()
+    restarted = logs.store()
+    assert restarted.load("Totals", "apples").state == 7
+    assert not restarted.load("Totals", "pears").exists
+    assert [agg_id for agg_id, _ in restarted.states("Tally")] == ["t-1"]
+
+
+def test_a_table_is_put_to_and_an_aggregate_appended_to_never_the_other_way(logs: LogFactory) -> None:
+    store = logs.store()
+    with pytest.raises(TypeError, match="Totals is a table"), store.transaction() as tx:
+        tx.append("Totals", "apples", 0, [tally.ItemAdded(item="apples", quantity=1)], Cause.request("a"))
+    with pytest.raises(TypeError, match="Tally is event-sourced"), store.transaction() as tx:
+        tx.put("Tally", "t-1", tally.Tally("t-1"))
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def test_closed_aggregates_are_forgotten_after_the_retention_and_their_id_can_live_again(
+    logs: LogFactory,
+) -> None:
+    clock = _Clock()
+    store = logs.store(forget_closed_after=timedelta(hours=1), clock=clock)
+    store.append("Tally", "t-1", 0, [tally.ItemAdded(item="x", quantity=1)], Cause.request("a"))
+    store.append("Tally", "t-1", 1, [tally.TallyClosed()], Cause.request("b"))
+    store.append("Tally", "t-open", 0, [tally.ItemAdded(item="x", quantity=1)], Cause.request("c"))
+
+    clock.now += timedelta(minutes=59)
+    store.append("Tally", "t-other", 0, [tally.ItemAdded(item="x", quantity=1)], Cause.request("d"))
+    assert store.load("Tally", "t-1").state.closed, "still remembered within the retention"
+
+    clock.now += timedelta(minutes=2)
+    store.append("Tally", "t-other", 1, [tally.ItemAdded(item="x", quantity=1)], Cause.request("e"))
+    assert not store.load("Tally", "t-1").exists
+    assert store.forgotten_aggregates == 1
+    assert store.load("Tally", "t-open").exists, "an open aggregate is never forgotten"
+
+    store.append("Tally", "t-1", 0, [tally.ItemAdded(item="y", quantity=3)], Cause.request("f"))
+    store.close()
+    replayed = logs.store(clock=clock)
+    assert replayed.load("Tally", "t-1").state.items == {"y": 3}, "the second life, not the first"
+    assert replayed.load("Tally", "t-1").version == 1

@@ -65,6 +65,9 @@ class InMemoryEventLog(EventLog):
         for partition, records in enumerate(self._broker.log(self.topic)):
             yield from records[start.get(partition, 0) :]
 
+    def read_table(self, topic: str) -> Iterator[LogRecord]:
+        yield from self._broker.records(topic)
+
     def commit(
         self, records: Sequence[OutgoingRecord], consumed: Sequence[ConsumedOffsets]
     ) -> list[Position | None]:

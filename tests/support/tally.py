@@ -118,4 +118,10 @@ def kind(state_version: int = 1) -> AggregateKind[Tally]:
         snapshot=_snapshot,
         restore=_restore,
         state_version=state_version,
+        closed=lambda state: state.closed,
     )
+
+
+def totals_table(topic: str) -> AggregateKind[int]:
+    """A table of running totals per item, kept beside the tallies (a view, not an aggregate)."""
+    return AggregateKind.table("Totals", lambda _key: 0, topic, lambda total: str(total).encode(), int)
