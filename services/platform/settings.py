@@ -8,6 +8,7 @@ when a production deployment forgot an address.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 from typing import Literal
 
@@ -93,6 +94,27 @@ class GrpcSettings(BaseModel):
     max_workers: int = 16
 
 
+class HttpSettings(BaseModel):
+    """The address of a service's small HTTP API (intake's gateway endpoint); port 0 picks a free port."""
+
+    address: str = "127.0.0.1:8080"
+
+
+class StoreSettings(BaseModel):
+    """How a service's event store keeps its aggregates in memory."""
+
+    snapshot_every: int = 5_000
+    # A contact's aggregates are forgotten this long after it closed; late reports get NOT_FOUND.
+    forget_closed_after: timedelta = timedelta(hours=1)
+
+
+class IntakeSettings(BaseModel):
+    """Intake's business settings."""
+
+    # Keyed HMACs (hex, as in PartyReference.hash) of callers routed with the queue's VIP boost.
+    vip_caller_hashes: frozenset[str] = frozenset()
+
+
 class Settings(BaseSettings):
     """All settings of one process."""
 
@@ -107,6 +129,9 @@ class Settings(BaseSettings):
     telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
     grpc: GrpcSettings = Field(default_factory=GrpcSettings)
     privacy: PrivacySettings = Field(default_factory=PrivacySettings)
+    http: HttpSettings = Field(default_factory=HttpSettings)
+    store: StoreSettings = Field(default_factory=StoreSettings)
+    intake: IntakeSettings = Field(default_factory=IntakeSettings)
     _kafka_given: bool = PrivateAttr(default=False)
 
     @model_validator(mode="after")
