@@ -48,6 +48,8 @@ class Offer:
     ring_deadline: datetime
     wrap_up_time: timedelta
     wrap_up_mode: int
+    # Where an agent who lets it ring out goes: the queue's setting, "missed offer" by default.
+    missed_reason: int = Reason.NOT_READY_REASON_MISSED_OFFER
 
 
 @dataclass(frozen=True)
@@ -305,7 +307,7 @@ def on_deadline(agent: Agent, deadline: Deadline, now: datetime) -> list[Message
                 agent,
                 State.AGENT_STATE_NOT_READY,
                 now,
-                reason=Reason.NOT_READY_REASON_MISSED_OFFER,
+                reason=agent.offer.missed_reason,
                 offer=agent.offer,
                 outcome=Outcome.OFFER_OUTCOME_TIMED_OUT,
                 by=Actor.SYSTEM,
@@ -703,6 +705,7 @@ def _change(
         changed.channel = offer.channel
         changed.wrap_up_time.FromTimedelta(offer.wrap_up_time)
         changed.wrap_up_mode = offer.wrap_up_mode
+        changed.missed_offer_reason = offer.missed_reason
     return changed
 
 
@@ -788,4 +791,5 @@ def _offer_from(event: ev.AgentStateChanged, at: datetime) -> Offer:
         ring_deadline=event.ring_deadline.ToDatetime(tzinfo=at.tzinfo),
         wrap_up_time=event.wrap_up_time.ToTimedelta(),
         wrap_up_mode=event.wrap_up_mode,
+        missed_reason=event.missed_offer_reason or Reason.NOT_READY_REASON_MISSED_OFFER,
     )

@@ -6,11 +6,9 @@ the agent as it is. Reactions turn other contexts' events into commands on the A
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Callable
-from dataclasses import asdict
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from callcenter.agents.v1 import events_pb2 as agent_events
@@ -19,6 +17,7 @@ from callcenter.routing.v1 import events_pb2 as routing_events
 
 from services.agents import domain
 from services.agents.domain import Agent, Command, Offer
+from services.platform.codec import dataclass_codec
 from services.platform.envelope import Cause, Envelope, EventRegistry
 from services.platform.errors import DomainError, InvalidArgument, NotFound
 from services.platform.eventstore import AggregateKind, EventStore, Transaction
@@ -110,6 +109,10 @@ class AgentsService:
             case "ContactEnded":
                 agent_id = event.agent_id or self.contacts.agent_of(event.contact_id)
                 return domain.ContactEnded(agent_id, event.contact_id, now) if agent_id else None
+            case "ContactTransferred":
+                # The transferring agent's part of the contact is over: their after-contact work begins.
+                agent_id = event.from_agent_id or self.contacts.agent_of(event.contact_id)
+                return domain.ContactEnded(agent_id, event.contact_id, now) if agent_id else None
         return None
 
 
@@ -129,54 +132,28 @@ def _offer(event: routing_events.ContactOffered) -> Offer:
         ring_deadline=event.ring_deadline.ToDatetime(tzinfo=UTC),
         wrap_up_time=event.wrap_up_time.ToTimedelta(),
         wrap_up_mode=event.wrap_up_mode or domain.WrapUpMode.WRAP_UP_MODE_OPTIONAL,
+        missed_reason=_missed_reason(event.missed_offer_reason),
     )
 
 
+def _missed_reason(name: str) -> int:
+    """The queue's reason name ("break", "missed_offer", ...) as the agents contract's reason code."""
+    try:
+        reason = domain.Reason.Value(f"NOT_READY_REASON_{name.upper()}")
+    except ValueError:
+        reason = domain.Reason.NOT_READY_REASON_UNSPECIFIED
+    return reason or domain.Reason.NOT_READY_REASON_MISSED_OFFER
+
+
 def agent_kind() -> AggregateKind[Agent]:
+    encode, decode = dataclass_codec(Agent)
+    # State version 2: the kernel's dataclass codec (version 1 was a hand-written JSON of its own).
     return AggregateKind(
         name=KIND,
         initial=Agent,
         evolve=domain.evolve,
         deadlines=domain.deadlines,
-        snapshot=_snapshot,
-        restore=_restore,
-    )
-
-
-def _snapshot(agent: Agent) -> bytes:
-    return json.dumps(asdict(agent), default=_encode).encode()
-
-
-def _encode(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return {"at": value.isoformat()}
-    if isinstance(value, timedelta):
-        return {"seconds": value.total_seconds()}
-    raise TypeError(type(value))
-
-
-def _decode(value: Any) -> Any:
-    if isinstance(value, dict) and value.keys() == {"at"}:
-        return datetime.fromisoformat(value["at"])
-    if isinstance(value, dict) and value.keys() == {"seconds"}:
-        return timedelta(seconds=value["seconds"])
-    return value
-
-
-def _restore(data: bytes) -> Agent:
-    raw = json.loads(data, object_hook=_decode)
-    offer = Offer(**raw["offer"]) if raw["offer"] else None
-    wrap_up = domain.WrapUp(**raw["wrap_up"]) if raw["wrap_up"] else None
-    return Agent(
-        agent_id=raw["agent_id"],
-        state=raw["state"],
-        reason=raw["reason"],
-        state_since=raw["state_since"],
-        display_name=raw["display_name"],
-        skills=tuple(tuple(s) for s in raw["skills"]),
-        skill_groups=tuple(raw["skill_groups"]),
-        chat_capacity=raw["chat_capacity"],
-        contacts={k: (v[0], v[1], v[2], v[3]) for k, v in raw["contacts"].items()},
-        offer=offer,
-        wrap_up=wrap_up,
+        snapshot=encode,
+        restore=decode,
+        state_version=2,
     )

@@ -32,6 +32,7 @@ DEADLETTER_TOPIC = "deadletter.v1"
 REASON_HEADER = "deadletter.reason"
 
 Handler = Callable[[Envelope, Transaction], None]
+BatchHandler = Callable[[Transaction], None]
 
 
 class TransientError(Exception):
@@ -88,8 +89,11 @@ class ConsumerRunner:
         poll_timeout_s: float = 0.2,
         max_backoff_s: float = 30.0,
         dedup_by_store: bool = True,
+        after_batch: BatchHandler | None = None,
         tracer: trace.Tracer | None = None,
     ) -> None:
+        """``after_batch`` runs in the batch's transaction once its events are handled (when any was),
+        for work that depends on the whole batch rather than on each event (routing matches once)."""
         self.name = name
         self.stats = RunnerStats()
         self._source = source
@@ -102,6 +106,7 @@ class ConsumerRunner:
         self._poll_timeout_s = poll_timeout_s
         self._max_backoff_s = max_backoff_s
         self._dedup_by_store = dedup_by_store
+        self._after_batch = after_batch
         self._tracer = tracer or trace.get_tracer(__name__)
         meter = metrics.get_meter(__name__)
         self._handled = meter.create_counter("consumer.records.handled", description="events handled")
@@ -216,6 +221,8 @@ class ConsumerRunner:
                     raise _HandlerFailed(record, error) from error
                 seen_in_batch.add(envelope.event_id)
                 handled += 1
+            if handled and self._after_batch is not None:
+                self._after_batch(tx)
         self.stats.handled += handled
         self.stats.duplicates += duplicates
         self.stats.dead_lettered += dead

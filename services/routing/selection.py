@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import IntEnum
+from typing import Protocol, TypeVar
 
 
 class Strategy(IntEnum):
@@ -73,10 +74,13 @@ class Ranked:
 
 def requirement_at(skills: Mapping[str, int], steps: Sequence[Step], waited: timedelta) -> Requirement:
     """The requirement after ``waited`` in queue: each step reached relaxes or widens the last."""
+    return requirement_at_step(skills, steps, sum(1 for step in steps if step.after <= waited))
+
+
+def requirement_at_step(skills: Mapping[str, int], steps: Sequence[Step], reached: int) -> Requirement:
+    """The requirement once the first ``reached`` steps (in order of their time) have been passed."""
     requirement = Requirement(dict(skills))
-    for index, step in enumerate(sorted(steps, key=lambda s: s.after), start=1):
-        if waited < step.after:
-            break
+    for index, step in enumerate(sorted(steps, key=lambda s: s.after)[:reached], start=1):
         relaxed = (
             {skill: min(level, step.min_proficiency) for skill, level in requirement.skills.items()}
             if step.min_proficiency
@@ -153,6 +157,18 @@ def rank(
     ]
 
 
+class _Orderable(Protocol):
+    @property
+    def contact_id(self) -> str: ...
+    @property
+    def priority(self) -> int: ...
+    @property
+    def queued_at(self) -> datetime: ...
+
+
+W = TypeVar("W", bound=_Orderable)
+
+
 @dataclass(frozen=True)
 class Waiting:
     """A waiting contact, as far as ordering is concerned."""
@@ -162,38 +178,22 @@ class Waiting:
     queued_at: datetime
 
 
-def service_order(waiting: Iterable[Waiting]) -> list[Waiting]:
+def service_order(waiting: Iterable[W]) -> list[W]:
     """Priority first (higher first), then the longest waiting, then contact id for a total order."""
     return sorted(waiting, key=lambda w: (-w.priority, w.queued_at, w.contact_id))
 
 
-@dataclass(frozen=True)
-class WaitEstimator:
-    """Estimated wait from exponential moving averages of one queue's recent history.
+def estimate_wait(answers: Iterable[tuple[datetime, timedelta]], position: int) -> timedelta | None:
+    """How long the caller at ``position`` will wait, from the queue's recent answers (answered at, waited).
 
-    ``answer_interval`` is the average time between two contacts leaving the queue for an agent;
-    a caller at position p waits about p intervals. With no history yet, it says nothing (None).
+    A caller at position p waits about p answer intervals, the interval being the mean spacing of the
+    recent answers. One answer alone gives its wait; none gives no estimate. The answers may come in
+    any order (a replay meets partitions one after another), so the estimate depends on the set only.
     """
-
-    alpha: float = 0.2
-    answer_interval_s: float | None = None
-    last_answer_at: datetime | None = None
-    average_wait_s: float | None = None
-
-    def answered(self, at: datetime, waited: timedelta) -> WaitEstimator:
-        interval = self.answer_interval_s
-        if self.last_answer_at is not None:
-            sample = max(0.0, (at - self.last_answer_at).total_seconds())
-            interval = sample if interval is None else self.alpha * sample + (1 - self.alpha) * interval
-        wait = waited.total_seconds()
-        average = (
-            wait
-            if self.average_wait_s is None
-            else self.alpha * wait + (1 - self.alpha) * self.average_wait_s
-        )
-        return replace(self, answer_interval_s=interval, last_answer_at=at, average_wait_s=average)
-
-    def estimate(self, position: int) -> timedelta | None:
-        if self.answer_interval_s is None:
-            return timedelta(seconds=self.average_wait_s) if self.average_wait_s is not None else None
-        return timedelta(seconds=self.answer_interval_s * max(position, 1))
+    ordered = sorted(answers)
+    if not ordered:
+        return None
+    if len(ordered) == 1:
+        return ordered[0][1]
+    interval = (ordered[-1][0] - ordered[0][0]) / (len(ordered) - 1)
+    return interval * max(position, 1)

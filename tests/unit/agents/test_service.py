@@ -265,3 +265,28 @@ def test_agents_come_back_from_a_snapshot_as_they_were(center: Center) -> None:
 
     assert restarted.restored_aggregates == 1
     assert restarted.load(KIND, "a-1").state == center.store.load(KIND, "a-1").state
+
+
+def test_a_transfer_ends_the_transferring_agents_part_and_starts_their_wrap_up(center: Center) -> None:
+    login(center)
+    center.publish("routing.events.v1", "c-1", offered())
+    center.stub.AcceptOffer(pb.AcceptOfferRequest(request_id="acc", agent_id="a-1", offer_id="o-1"))
+
+    transferred = intake_ev.ContactTransferred(contact_id="c-1", from_agent_id="a-1", to_queue_id="sales")
+    center.publish("contacts.events.v1", "c-1", transferred)
+
+    agent = center.agent()
+    assert (agent.state, list(agent.contact_ids)) == (S.AGENT_STATE_WRAP_UP, [])
+
+
+def test_an_offer_rung_out_puts_the_agent_into_the_queues_missed_offer_reason(center: Center) -> None:
+    login(center)
+    offer = offered()
+    offer.missed_offer_reason = "break"
+    center.publish("routing.events.v1", "c-1", offer)
+
+    center.clock.now = T0 + timedelta(seconds=20)
+    center.scheduler.fire_due()
+
+    agent = center.agent()
+    assert (agent.state, agent.reason) == (S.AGENT_STATE_NOT_READY, domain.Reason.NOT_READY_REASON_BREAK)

@@ -84,6 +84,21 @@ def test_each_event_is_handled_once_and_offsets_commit_with_the_output() -> None
     assert sum(harness.broker.group_offsets["tally-reactor"].values()) == 3
 
 
+def test_the_batch_hook_runs_once_per_batch_in_its_transaction_after_its_events() -> None:
+    seen: list[tuple[int, int]] = []
+
+    def after_batch(tx: Transaction) -> None:
+        seen.append((tx.load("Tally", "a").state.items.get("sku", 0), len(tx.envelopes)))
+
+    harness = Harness(after_batch=after_batch)
+    _publish(harness.broker, _upstream_event("a", 2), _upstream_event("a", 5, version=2))
+
+    harness.runner.run_once()
+    harness.runner.run_once()
+
+    assert seen == [(7, 2)], "once, after both events, and not for an empty poll"
+
+
 def test_a_redelivered_event_id_changes_nothing() -> None:
     harness = Harness()
     event = _upstream_event("a", 2)

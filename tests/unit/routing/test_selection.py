@@ -13,9 +13,9 @@ from services.routing.selection import (
     Requirement,
     Step,
     Strategy,
-    WaitEstimator,
     Waiting,
     eligible,
+    estimate_wait,
     next_step_after,
     rank,
     requirement_at,
@@ -151,12 +151,13 @@ def test_service_order_is_by_priority_then_wait(entries) -> None:
         )
 
 
-def test_wait_estimate_is_position_times_the_average_answer_interval() -> None:
-    estimator = WaitEstimator(alpha=0.5)
-    assert estimator.estimate(3) is None
-    estimator = estimator.answered(NOW, timedelta(seconds=40))
-    assert estimator.estimate(1) == timedelta(seconds=40)
-    estimator = estimator.answered(NOW + timedelta(seconds=10), timedelta(seconds=20))
-    estimator = estimator.answered(NOW + timedelta(seconds=30), timedelta(seconds=20))
-    assert estimator.answer_interval_s == 15.0
-    assert estimator.estimate(4) == timedelta(seconds=60)
+def test_wait_estimate_is_position_times_the_mean_spacing_of_recent_answers() -> None:
+    assert estimate_wait([], 3) is None
+    assert estimate_wait([(NOW, timedelta(seconds=40))], 1) == timedelta(seconds=40)
+    answers = [(NOW + timedelta(seconds=s), timedelta(seconds=20)) for s in (30, 0, 10)]
+    assert estimate_wait(answers, 4) == timedelta(seconds=60)
+
+
+@given(st.permutations([(NOW + timedelta(seconds=s), timedelta(seconds=s % 7)) for s in (0, 5, 9, 30, 31)]))
+def test_wait_estimate_does_not_depend_on_the_order_answers_are_met(answers) -> None:
+    assert estimate_wait(answers, 2) == timedelta(seconds=31) / 4 * 2

@@ -1,0 +1,178 @@
+"""A whole contact center in memory, for tests/unit: routing and agents (and intake when given) wired
+through the in-memory broker, with one clock the test moves. ``settle`` runs every reaction and every
+due timer until nothing is left to do, as the real processes would."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from callcenter.routing.v1 import events_pb2 as routing_ev
+
+from services.agents import domain as agents_domain
+from services.agents import handlers as agents
+from services.platform.consumer import ConsumerRunner
+from services.platform.envelope import Cause, Envelope, EventRegistry, decode, encode, make_envelope
+from services.platform.eventstore import EventStore, OutgoingRecord
+from services.platform.timers import DeadlineScheduler, schedule_deadlines
+from services.routing import handlers as routing
+from tests.support.memory import InMemoryBroker, InMemoryEventLog, InMemorySource
+
+T0 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
+
+
+class Clock:
+    def __init__(self, start: datetime = T0) -> None:
+        self.now = start
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@dataclass
+class Center:
+    broker: InMemoryBroker
+    clock: Clock
+    routing_store: EventStore
+    routing: routing.RoutingService
+    agents_store: EventStore
+    agents: agents.AgentsService
+    runners: list[ConsumerRunner] = field(default_factory=list)
+    schedulers: list[DeadlineScheduler] = field(default_factory=list)
+    _published: int = 0
+
+    def settle(self, max_rounds: int = 1_000) -> None:
+        """Run reactions and due timers until a round does nothing."""
+        for _ in range(max_rounds):
+            worked = sum(scheduler.fire_due() for scheduler in self.schedulers)
+            worked += sum(runner.run_once() for runner in self.runners)
+            if not worked:
+                return
+        raise AssertionError(f"the center did not settle in {max_rounds} rounds")
+
+    def advance(self, seconds: float) -> None:
+        self.clock.now += timedelta(seconds=seconds)
+        self.settle()
+
+    def publish(self, topic: str, aggregate_type: str, aggregate_id: str, payload: Any) -> None:
+        """Write an event as another context would have, then let the center react."""
+        self._published += 1
+        envelope = make_envelope(
+            payload,
+            registry=_everything(),
+            aggregate_type=aggregate_type,
+            aggregate_id=aggregate_id,
+            aggregate_version=self._published,
+            occurred_at=self.clock.now,
+            cause=Cause.request(f"test-{self._published}"),
+        )
+        key, value, headers = encode(envelope)
+        self.broker.write(OutgoingRecord(topic, key, value, headers))
+        self.settle()
+
+    def events(self, topic: str) -> list[Envelope]:
+        return [decode(r.value, r.headers, _everything()) for r in self.broker.records(topic)]
+
+    def payloads(self, topic: str, *types: str) -> list[Any]:
+        return [e.payload for e in self.events(topic) if not types or e.event_type in types]
+
+    # The agent desktop ------------------------------------------------------------------------
+
+    def login(self, agent_id: str, skills: dict[str, int] | None = None, chat_capacity: int = 0) -> None:
+        command = agents_domain.Login(
+            agent_id=agent_id,
+            display_name=agent_id,
+            skills=list((skills or {"billing": 4}).items()),
+            skill_groups=[],
+            chat_capacity=chat_capacity,
+            ready=True,
+            now=self.clock.now,
+        )
+        self.agent_does(command)
+
+    def agent_does(self, command: agents_domain.Command) -> agents_domain.Agent:
+        self._published += 1
+        agent = self.agents.execute(f"desktop-{self._published}", command)
+        self.settle()
+        return agent
+
+    def agent(self, agent_id: str) -> agents_domain.Agent:
+        return self.agents.get(agent_id)
+
+    def offer_of(self, agent_id: str) -> str:
+        offer = self.agent(agent_id).offer
+        assert offer is not None, f"{self.agent(agent_id).describe()}; no offer"
+        return offer.offer_id
+
+    def accept(self, agent_id: str) -> None:
+        self.agent_does(agents_domain.AcceptOffer(agent_id, self.offer_of(agent_id), self.clock.now))
+
+    def reject(self, agent_id: str) -> None:
+        self.agent_does(agents_domain.RejectOffer(agent_id, self.offer_of(agent_id), self.clock.now, "busy"))
+
+    # Queues -----------------------------------------------------------------------------------
+
+    def upsert_queue(self, config: routing_ev.QueueConfig) -> None:
+        self._published += 1
+        current = self.routing_store.load(routing.QUEUE, config.queue_id).version
+        self.routing.upsert_queue(f"admin-{self._published}", config, current)
+        self.settle()
+
+    def entry(self, contact_id: str):
+        return self.routing_store.load(routing.ENTRY, contact_id).state
+
+
+def _everything() -> EventRegistry:
+    return routing.registry()
+
+
+def build_center(clock: Clock | None = None, broker: InMemoryBroker | None = None) -> Center:
+    clock = clock or Clock()
+    broker = broker or InMemoryBroker()
+    routing_store = EventStore(
+        InMemoryEventLog(broker, routing.EVENTS_TOPIC, routing.SNAPSHOTS_TOPIC, "routing-0"),
+        routing.registry(),
+        routing.kinds(),
+        clock=clock,
+    )
+    routing_service = routing.RoutingService(routing_store, clock)
+    routing_timers = DeadlineScheduler(routing_service.fire, clock=clock)
+    routing_store.add_listener(routing_timers.track)
+    agents_store = EventStore(
+        InMemoryEventLog(broker, agents.EVENTS_TOPIC, agents.SNAPSHOTS_TOPIC, "agents-0"),
+        agents.registry(),
+        [agents.agent_kind()],
+        clock=clock,
+    )
+    agents_service = agents.AgentsService(agents_store, clock)
+    agents_timers = schedule_deadlines(agents_store, {agents.KIND: agents_domain.on_deadline}, clock)
+    routing_store.start()
+    agents_store.start()
+    runners = [
+        ConsumerRunner(
+            "routing",
+            InMemorySource(broker, "routing", routing.REACTS_TO),
+            routing_store,
+            routing.registry(),
+            routing_service.react,
+            after_batch=routing_service.after_batch,
+        ),
+        ConsumerRunner(
+            "agents",
+            InMemorySource(broker, "agents", agents.REACTS_TO),
+            agents_store,
+            agents.registry(),
+            agents_service.react,
+        ),
+    ]
+    return Center(
+        broker,
+        clock,
+        routing_store,
+        routing_service,
+        agents_store,
+        agents_service,
+        runners,
+        [routing_timers, agents_timers],
+    )
