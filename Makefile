@@ -11,14 +11,17 @@ KAFKA_LIBS := deploy/kafka/target/libs
 BUF := .tools/bin/buf
 BUF_VERSION := v1.75.0
 PROTOS := $(shell find proto -name '*.proto')
+DEMO_MINUTES ?= 5
+DEMO_SEED ?= 7
 
-.PHONY: help setup run test test-unit lint format proto bench kafka-jars kafka-up kafka-down topics clean
+.PHONY: help setup run demo test test-unit lint format proto bench kafka-jars kafka-up kafka-down topics clean
 
 help:
 	@echo "make run    set up what is missing, start the Kafka broker and the services"
+	@echo "make demo   the services plus the call-center simulator, with a live wallboard (DEMO_MINUTES=5)"
 	@echo "make test   set up what is missing, then run every test suite (the broker starts itself)"
 	@echo "make lint   ruff, buf lint and buf breaking against main"
-	@echo "make bench  event store throughput against raw confluent-kafka, on the local broker"
+	@echo "make bench  event store and contact-flow benchmarks against raw confluent-kafka, on the local broker"
 	@echo "other: setup proto kafka-jars kafka-up kafka-down topics format clean"
 
 setup: $(INSTALLED) $(GEN_STAMP) $(KAFKA_LIBS)/.complete $(BUF)
@@ -55,10 +58,14 @@ topics: setup
 	$(PY) -m services.platform.topics ensure
 
 run: kafka-up
-	$(PY) -m services.noop.main
+	$(PY) -m services.launcher
+
+demo: kafka-up
+	$(PY) load-tests/simulate.py --start-services --minutes $(DEMO_MINUTES) --seed $(DEMO_SEED)
 
 bench: kafka-up
 	PYTHONPATH=$(CURDIR) $(PY) load-tests/bench_event_store.py --events 4000 --batch 1 --batch 10 --threads 1 --threads 16
+	$(PY) load-tests/bench_contact_flow.py --rate 5 --rate 10 --rate 20 --rate 40 --seconds 30
 
 test: setup
 	$(PY) -m pytest

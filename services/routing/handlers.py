@@ -40,7 +40,7 @@ def registry() -> EventRegistry:
     return EventRegistry.of(routing_events, intake_events, agent_events)
 
 
-def kinds(forget_closed_after: timedelta | None = None) -> list[AggregateKind[Any]]:
+def kinds() -> list[AggregateKind[Any]]:
     queue_codec, entry_codec, seat_codec = (dataclass_codec(c) for c in (Queue, Entry, Seat))
     return [
         AggregateKind(QUEUE, Queue, domain.evolve_queue, snapshot=queue_codec[0], restore=queue_codec[1]),

@@ -9,7 +9,10 @@ metadata:
   name: {{ $name }}
   labels: {app.kubernetes.io/name: {{ $name }}, app.kubernetes.io/part-of: callcenter}
 spec:
-  replicas: {{ $svc.replicas }}
+  # One writer per context until commands are routed by partition ownership: a second replica would
+  # be a second writer. Recreate, with a stable instance id, so the new pod fences the old one.
+  replicas: 1
+  strategy: {type: Recreate}
   selector:
     matchLabels: {app.kubernetes.io/name: {{ $name }}}
   template:
@@ -23,12 +26,17 @@ spec:
           command: ["python", "-m", "{{ $svc.module }}"]
           ports:
             - {name: grpc, containerPort: {{ $svc.grpcPort }}}
+            {{- if $svc.httpPort }}
+            - {name: http, containerPort: {{ $svc.httpPort }}}
+            {{- end }}
           env:
             - {name: CC_ENVIRONMENT, value: cluster}
             - {name: CC_SERVICE_NAME, value: {{ $name }}}
-            - name: CC_INSTANCE_ID
-              valueFrom: {fieldRef: {fieldPath: metadata.name}}
+            - {name: CC_INSTANCE_ID, value: "0"}
             - {name: CC_GRPC__ADDRESS, value: "0.0.0.0:{{ $svc.grpcPort }}"}
+            {{- if $svc.httpPort }}
+            - {name: CC_HTTP__ADDRESS, value: "0.0.0.0:{{ $svc.httpPort }}"}
+            {{- end }}
             - {name: CC_KAFKA__BOOTSTRAP_SERVERS, value: {{ $v.kafka.bootstrapServers | quote }}}
             - {name: CC_KAFKA__SECURITY_PROTOCOL, value: {{ $v.kafka.securityProtocol }}}
             - {name: CC_KAFKA__SASL_MECHANISM, value: {{ $v.kafka.saslMechanism }}}
@@ -57,4 +65,7 @@ spec:
   selector: {app.kubernetes.io/name: {{ $name }}}
   ports:
     - {name: grpc, port: {{ $svc.grpcPort }}, targetPort: grpc}
+    {{- if $svc.httpPort }}
+    - {name: http, port: {{ $svc.httpPort }}, targetPort: http}
+    {{- end }}
 {{- end -}}

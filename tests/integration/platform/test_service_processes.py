@@ -1,4 +1,4 @@
-"""The no-op service as its own process: checks Kafka, serves health over gRPC, stops cleanly on SIGTERM."""
+"""Each service as its own process: checks Kafka, serves health over gRPC, stops cleanly on SIGTERM."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 
 import grpc
@@ -18,7 +19,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.platform.settings import PROJECT_ROOT
 
-SERVING = re.compile(r"service serving on \S+ \(port (\d+)\)")
+SERVING = re.compile(r"serving on \S+ \(port (\d+)\)")
 START_DEADLINE_S = 60
 EXIT_DEADLINE_S = 60
 
@@ -93,13 +94,19 @@ def _health(port: int) -> int:
         return health_pb2_grpc.HealthStub(channel).Check(request, timeout=10, wait_for_ready=True).status
 
 
-def test_noop_service_serves_health_and_exits_cleanly_on_sigterm(kafka_broker, start_service):
+SERVICES = ["services.intake.main", "services.routing.main", "services.agents.main"]
+
+
+@pytest.mark.parametrize("module", SERVICES)
+def test_a_service_serves_health_and_exits_cleanly_on_sigterm(kafka_broker, start_service, module):
     service = start_service(
-        "services.noop.main",
+        module,
         {
             "CC_GRPC__ADDRESS": "127.0.0.1:0",
+            "CC_HTTP__ADDRESS": "127.0.0.1:0",
             "CC_KAFKA__BOOTSTRAP_SERVERS": kafka_broker.bootstrap_servers,
             "CC_TELEMETRY__EXPORTER": "none",
+            "CC_INSTANCE_ID": f"process-test-{uuid.uuid4().hex[:6]}",
         },
     )
     port = int(service.wait_for_line(SERVING, START_DEADLINE_S).group(1))
@@ -108,13 +115,14 @@ def test_noop_service_serves_health_and_exits_cleanly_on_sigterm(kafka_broker, s
 
     service.process.send_signal(signal.SIGTERM)
     assert service.wait(EXIT_DEADLINE_S) == 0, service.output
-    assert "service stopped" in service.output
+    assert re.search(r"\w+ stopped", service.output), service.output
 
 
-def test_noop_service_refuses_to_start_when_kafka_is_unreachable(free_port, start_service):
+@pytest.mark.parametrize("module", SERVICES)
+def test_a_service_refuses_to_start_when_kafka_is_unreachable(free_port, start_service, module):
     nowhere = f"127.0.0.1:{free_port()}"
     service = start_service(
-        "services.noop.main",
+        module,
         {"CC_GRPC__ADDRESS": "127.0.0.1:0", "CC_KAFKA__BOOTSTRAP_SERVERS": nowhere},
     )
 

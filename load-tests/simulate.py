@@ -1,0 +1,90 @@
+"""Run the call-center simulator against the services, with a live wallboard in the terminal.
+
+    python load-tests/simulate.py --minutes 3 --seed 7            # services already running
+    python load-tests/simulate.py --start-services --minutes 5    # what `make demo` runs
+
+The scenario is seeded: the same seed asks the system the same questions in the same order. At the
+end it prints the outcome tally and each service's memory, and writes every contact's ground truth
+to ``--truth`` (JSON lines) for comparison with the KPIs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from dataclasses import replace
+from pathlib import Path
+
+from rich.console import Console
+from rich.live import Live
+from simulator.driver import Endpoints, Simulation
+from simulator.scenario import Scenario
+from simulator.wallboard import MemoryWatch, render
+
+from services import launcher
+from services.platform.settings import DEFAULT_DATA_DIR, Settings
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--minutes", type=float, default=3.0, help="how long callers keep arriving")
+    parser.add_argument("--day-minutes", type=float, default=4.0, help="real minutes one simulated day lasts")
+    parser.add_argument("--rate", type=float, default=2.0, help="arrivals per second at the peak hour")
+    parser.add_argument("--agents", type=int, default=24)
+    parser.add_argument("--start-services", action="store_true", help="start the local services for the run")
+    parser.add_argument("--no-view", action="store_true", help="no live wallboard, just the summary")
+    parser.add_argument("--truth", type=Path, default=DEFAULT_DATA_DIR / "simulator" / "truth.jsonl")
+    args = parser.parse_args()
+
+    console = Console()
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    scenario = replace(
+        Scenario(),
+        seed=args.seed,
+        duration_s=args.minutes * 60,
+        day_s=args.day_minutes * 60,
+        peak_arrivals_per_s=args.rate,
+        agents=args.agents,
+    )
+    running = []
+    if args.start_services:
+        running = launcher.start_all()
+        try:
+            launcher.wait_healthy(running)
+        except (RuntimeError, TimeoutError) as error:
+            console.print(f"[red]{error}")
+            launcher.stop_all(running)
+            return 1
+    addresses = launcher.addresses()
+    endpoints = Endpoints(addresses["intake"], addresses["routing"], addresses["agents"], Settings().kafka)
+    memory = MemoryWatch({item.service.name: item.process.pid for item in running})
+    sim = Simulation(scenario, endpoints)
+    console.print(
+        f"scenario seed {scenario.seed}: about {scenario.expected_arrivals():.0f} callers over "
+        f"{scenario.duration_s:.0f} s, {scenario.agents} agents, queues "
+        + ", ".join(q.queue_id for q in scenario.queues)
+    )
+    try:
+        sim.setup()
+        if args.no_view:
+            sim.run(stop, on_tick=lambda s: memory.sample(s.elapsed()))
+        else:
+            with Live(render(sim, memory), console=console, refresh_per_second=2) as live:
+                sim.run(stop, on_tick=lambda s: live.update(render(s, memory)))
+        sim.teardown()
+        sim.write_truth(args.truth)
+    finally:
+        if running:
+            launcher.stop_all(running)
+    console.print(render(sim, memory))
+    console.print(f"ground truth of {len(sim.contacts)} contacts in {args.truth}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,148 @@
+"""The live terminal view of a running simulation: queues, agents per state, outcomes, service memory.
+
+Queue figures come from routing's GetQueueStatus and agent states from agents' ListAgents, the same
+APIs a supervisor's tool would use; outcomes are the simulator's own tally.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from callcenter.agents.v1 import events_pb2 as agent_ev
+from callcenter.agents.v1 import service_pb2 as agents_pb
+from callcenter.routing.v1 import service_pb2 as routing_pb
+from rich.console import Group
+from rich.table import Table
+
+from simulator.driver import Simulation
+
+
+def rss_mib(pid: int) -> float | None:
+    """Resident memory of a process, from /proc (None once it is gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+@dataclass
+class MemoryWatch:
+    """Each service's resident memory over the run: first sample after warm-up, latest, highest."""
+
+    pids: dict[str, int]
+    warm_up_s: float = 30.0
+    first: dict[str, float] = field(default_factory=dict)
+    latest: dict[str, float] = field(default_factory=dict)
+    peak: dict[str, float] = field(default_factory=dict)
+
+    def sample(self, elapsed_s: float) -> None:
+        for name, pid in self.pids.items():
+            value = rss_mib(pid)
+            if value is None:
+                continue
+            self.latest[name] = value
+            self.peak[name] = max(value, self.peak.get(name, 0.0))
+            if elapsed_s >= self.warm_up_s and name not in self.first:
+                self.first[name] = value
+
+
+def _seconds(duration) -> str:
+    return f"{duration.seconds + duration.nanos / 1e9:.0f}s"
+
+
+def render(sim: Simulation, memory: MemoryWatch | None = None) -> Group:
+    s = sim.scenario
+    elapsed = sim.elapsed()
+    hour = (s.start_hour + 24.0 * elapsed / s.day_s) % 24
+    header = Table.grid(padding=(0, 2))
+    header.add_row(
+        f"[bold]run {sim.run_id}[/] seed {s.seed}",
+        f"{elapsed:5.0f}/{s.duration_s:.0f} s",
+        f"simulated {int(hour):02d}:{int(hour % 1 * 60):02d}",
+        f"arrivals {s.rate_at(min(elapsed, s.duration_s)):.1f}/s",
+    )
+
+    queues = Table(title="queues", expand=True)
+    for column in (
+        "queue",
+        "waiting",
+        "ringing",
+        "longest wait",
+        "est. wait",
+        "agents",
+        "ready",
+        "callbacks",
+    ):
+        queues.add_column(column, justify="right" if column != "queue" else "left")
+    for plan in s.queues:
+        try:
+            status = sim.routing.GetQueueStatus(
+                routing_pb.GetQueueStatusRequest(queue_id=plan.queue_id), timeout=2
+            ).status
+        except grpc.RpcError as error:
+            queues.add_row(plan.queue_id, f"[red]{error.code().name}")
+            continue
+        queues.add_row(
+            plan.queue_id,
+            str(status.waiting),
+            str(status.ringing),
+            _seconds(status.longest_wait),
+            _seconds(status.estimated_wait) if status.HasField("estimated_wait") else "-",
+            str(status.agents_logged_in),
+            str(status.agents_ready),
+            str(status.callbacks_pending),
+        )
+
+    states: Counter[str] = Counter()
+    try:
+        for agent in sim.desktops.ListAgents(agents_pb.ListAgentsRequest(), timeout=2).agents:
+            if agent.agent_id.startswith(sim.run_id):
+                name = agent_ev.AgentState.Name(agent.state).removeprefix("AGENT_STATE_").lower()
+                if agent.state == agent_ev.AgentState.AGENT_STATE_NOT_READY:
+                    reason = agent_ev.NotReadyReason.Name(agent.reason).removeprefix("NOT_READY_REASON_")
+                    name += f" ({reason.lower()})"
+                states[name] += 1
+    except grpc.RpcError as error:
+        states[f"unavailable: {error.code().name}"] += 1
+    agents = Table(title="agents", expand=True)
+    agents.add_column("state")
+    agents.add_column("agents", justify="right")
+    for name, count in sorted(states.items()):
+        agents.add_row(name, str(count))
+
+    tally = sim.tally
+    outcomes = Table(title="contacts", expand=True)
+    outcomes.add_column("")
+    outcomes.add_column("", justify="right")
+    open_now = sum(1 for c in sim.contacts.values() if not c.outcome)
+    for label, value in (
+        ("arrived", tally.arrivals),
+        ("in the center now", open_now),
+        ("offers made", tally.offers),
+        *sorted(tally.outcomes.items()),
+        ("gRPC calls", tally.calls),
+        *((f"refused: {code.lower()}", n) for code, n in sorted(tally.errors.items())),
+    ):
+        outcomes.add_row(label, str(value))
+
+    parts: list = [header, queues, agents, outcomes]
+    if memory is not None:
+        memory.sample(elapsed)
+        table = Table(title="service memory (RSS, MiB)", expand=True)
+        for column in ("service", "after warm-up", "now", "peak"):
+            table.add_column(column, justify="right" if column != "service" else "left")
+        for name in memory.pids:
+            table.add_row(
+                name,
+                f"{memory.first[name]:.0f}" if name in memory.first else "-",
+                f"{memory.latest.get(name, 0):.0f}",
+                f"{memory.peak.get(name, 0):.0f}",
+            )
+        parts.append(table)
+    return Group(*parts)
