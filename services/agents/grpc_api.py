@@ -123,6 +123,12 @@ def _message(agent: Agent) -> pb.Agent:
     )
     if agent.state_since is not None:
         message.state_since.FromDatetime(agent.state_since)
-    if agent.wrap_up is not None and agent.wrap_up.deadline is not None:
-        message.wrap_up_deadline.FromDatetime(agent.wrap_up.deadline)
+    if agent.offer is not None:
+        message.offer_id = agent.offer.offer_id
+        message.offered_queue_id = agent.offer.queue_id
+        message.ring_deadline.FromDatetime(agent.offer.ring_deadline)
+    if agent.wrap_up is not None:
+        message.wrap_up_contact_id = agent.wrap_up.contact_id
+        if agent.wrap_up.deadline is not None:
+            message.wrap_up_deadline.FromDatetime(agent.wrap_up.deadline)
     return message

@@ -135,8 +135,10 @@ def test_a_whole_voice_contact_from_the_agents_side(center: Center) -> None:
     assert login(center).state == S.AGENT_STATE_READY
 
     center.publish("routing.events.v1", "c-1", offered())
-    assert center.agent().offered_contact_id == "c-1"
-    assert center.agent().state == S.AGENT_STATE_RESERVED
+    agent = center.agent()
+    assert (agent.offered_contact_id, agent.offer_id, agent.offered_queue_id) == ("c-1", "o-1", "billing")
+    assert agent.ring_deadline.ToDatetime(tzinfo=UTC) == T0 + timedelta(seconds=20)
+    assert agent.state == S.AGENT_STATE_RESERVED
 
     center.stub.AcceptOffer(pb.AcceptOfferRequest(request_id="acc-1", agent_id="a-1", offer_id="o-1"))
     assert list(center.agent().contact_ids) == ["c-1"]
@@ -144,7 +146,7 @@ def test_a_whole_voice_contact_from_the_agents_side(center: Center) -> None:
     center.clock.now = T0 + timedelta(seconds=200)
     center.publish("contacts.events.v1", "c-1", intake_ev.ContactEnded(contact_id="c-1", agent_id="a-1"))
     agent = center.agent()
-    assert agent.state == S.AGENT_STATE_WRAP_UP
+    assert (agent.state, agent.wrap_up_contact_id) == (S.AGENT_STATE_WRAP_UP, "c-1")
     assert agent.wrap_up_deadline.ToDatetime(tzinfo=UTC) == T0 + timedelta(seconds=260)
 
     center.clock.now = T0 + timedelta(seconds=260)
