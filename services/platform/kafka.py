@@ -221,8 +221,14 @@ class KafkaSource(Source):
         self._consumer.subscribe(list(topics))
 
     def poll(self, max_records: int, timeout_s: float) -> list[LogRecord]:
+        # Wait for the first record only, then take what is already fetched without waiting: a batch
+        # consume() can block its whole timeout for want of a full batch, a delay on every hop.
+        first = self._consumer.poll(timeout_s)
+        if first is None:
+            return []
+        buffered = self._consumer.consume(max_records - 1, timeout=0) if max_records > 1 else []
         records = []
-        for message in self._consumer.consume(max_records, timeout=timeout_s):
+        for message in [first, *buffered]:
             error = message.error()
             if error is not None:
                 if error.code() == KafkaError._PARTITION_EOF:
