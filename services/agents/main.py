@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import sys
 import threading
-from datetime import UTC, datetime
 
 from callcenter.agents.v1 import service_pb2, service_pb2_grpc
 
@@ -20,13 +19,8 @@ from services.agents.handlers import (
     agent_kind,
     registry,
 )
-from services.platform.consumer import ConsumerRunner
-from services.platform.eventstore import EventStore
-from services.platform.grpc_server import ServiceRegistration, create_server
-from services.platform.kafka import KafkaEventLog, KafkaSource
-from services.platform.process import ServiceProcess, run_main
+from services.platform.process import ServiceProcess, grpc_server, open_store, reactions, run_main, wall_clock
 from services.platform.settings import Settings
-from services.platform.telemetry import server_interceptors
 from services.platform.timers import schedule_deadlines
 
 log = logging.getLogger("services.agents")
@@ -36,39 +30,15 @@ AgentsProcess = ServiceProcess[AgentsService]
 
 def start(settings: Settings, stop: threading.Event | None = None) -> AgentsProcess:
     """Rebuild the agents from their topic, then serve gRPC, react to routing and intake, fire timers."""
-
-    def clock() -> datetime:
-        return datetime.now(UTC)
-
-    events = registry()
-    log_ = KafkaEventLog(settings.kafka, EVENTS_TOPIC, SNAPSHOTS_TOPIC, f"agents-{settings.instance_id}")
-    store = EventStore(
-        log_, events, [agent_kind()], clock=clock, snapshot_every=settings.store.snapshot_every
-    )
-    agents = AgentsService(store, clock)
-    scheduler = schedule_deadlines(store, {KIND: domain.on_deadline}, clock)
+    store = open_store(settings, "agents", (EVENTS_TOPIC, SNAPSHOTS_TOPIC), registry(), [agent_kind()])
+    agents = AgentsService(store, wall_clock)
+    scheduler = schedule_deadlines(store, {KIND: domain.on_deadline}, wall_clock)
     store.start()
-    runner = ConsumerRunner(
-        "agents", KafkaSource(settings.kafka, "agents", REACTS_TO), store, events, agents.react
-    )
-    server = create_server(
-        settings.grpc.address,
-        [
-            ServiceRegistration(
-                service_pb2_grpc.add_AgentsServiceServicer_to_server,
-                AgentsServicer(agents),
-                service_pb2.DESCRIPTOR.services_by_name["AgentsService"].full_name,
-            )
-        ],
-        max_workers=settings.grpc.max_workers,
-        interceptors=server_interceptors(),
-    )
+    server = grpc_server(settings, service_pb2_grpc, service_pb2, AgentsServicer(agents))
     process = ServiceProcess("agents", store, agents, server, stop or threading.Event())
-    process.run_in_background("reactions", runner.run)
+    process.run_in_background("reactions", reactions(settings, "agents", REACTS_TO, store, agents.react).run)
     process.run_in_background("timers", scheduler.run)
-    log.info(
-        "agents: %d agents rebuilt from %d events", sum(1 for _ in store.states(KIND)), store.replayed_events
-    )
+    log.info("agents: %d rebuilt from %d events", sum(1 for _ in store.states(KIND)), store.replayed_events)
     return process
 
 

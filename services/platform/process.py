@@ -6,15 +6,26 @@ from __future__ import annotations
 import logging
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from datetime import UTC, datetime
+from types import ModuleType
+from typing import Any, Generic, TypeVar
 
-from services.platform.eventstore import EventStore
-from services.platform.grpc_server import RunningServer, serve, stop_on_signals
+from services.platform.consumer import BatchHandler, ConsumerRunner, Handler
+from services.platform.envelope import EventRegistry
+from services.platform.eventstore import AggregateKind, EventStore
+from services.platform.grpc_server import (
+    RunningServer,
+    ServiceRegistration,
+    create_server,
+    serve,
+    stop_on_signals,
+)
+from services.platform.kafka import KafkaEventLog, KafkaSource
 from services.platform.preflight import KafkaUnreachable, require_kafka
 from services.platform.settings import Settings
-from services.platform.telemetry import setup_telemetry
+from services.platform.telemetry import server_interceptors, setup_telemetry
 
 T = TypeVar("T")
 
@@ -31,6 +42,8 @@ class ServiceProcess(Generic[T]):
     threads: list[threading.Thread] = field(default_factory=list)
     # Other things to stop before the store closes (an HTTP server), in order.
     closers: list[Callable[[], None]] = field(default_factory=list)
+    # The port of the service's HTTP API, when it has one.
+    http_port: int | None = None
 
     def run_in_background(self, name: str, target: Callable[[threading.Event], None]) -> None:
         thread = threading.Thread(target=target, args=(self.stop,), name=f"{self.name}-{name}", daemon=True)
@@ -49,6 +62,64 @@ class ServiceProcess(Generic[T]):
 
 
 Start = Callable[[Settings, threading.Event], ServiceProcess]
+
+
+def wall_clock() -> datetime:
+    return datetime.now(UTC)
+
+
+def open_store(
+    settings: Settings,
+    context: str,
+    topics: tuple[str, str],
+    registry: EventRegistry,
+    kinds: Sequence[AggregateKind[Any]],
+    *,
+    forget_closed: bool = False,
+) -> EventStore:
+    """A context's store over its (events, snapshots) topics, written as ``<context>-<instance id>``.
+
+    ``forget_closed`` for contexts with an aggregate per contact, whose closed ones must not pile up.
+    """
+    events_topic, snapshots_topic = topics
+    log = KafkaEventLog(settings.kafka, events_topic, snapshots_topic, f"{context}-{settings.instance_id}")
+    return EventStore(
+        log,
+        registry,
+        kinds,
+        clock=wall_clock,
+        snapshot_every=settings.store.snapshot_every,
+        forget_closed_after=settings.store.forget_closed_after if forget_closed else None,
+    )
+
+
+def reactions(
+    settings: Settings,
+    context: str,
+    topics: Sequence[str],
+    store: EventStore,
+    handler: Handler,
+    after_batch: BatchHandler | None = None,
+) -> ConsumerRunner:
+    """The context's consumer-group member over other contexts' topics, exactly once through its store."""
+    source = KafkaSource(settings.kafka, context, topics)
+    return ConsumerRunner(context, source, store, store.registry, handler, after_batch=after_batch)
+
+
+def grpc_server(
+    settings: Settings, grpc_module: ModuleType, service_module: ModuleType, servicer: object
+) -> RunningServer:
+    """Serve one servicer of a generated ``*_pb2_grpc`` module, with health, reflection and tracing."""
+    [service] = service_module.DESCRIPTOR.services_by_name.values()
+    registration = ServiceRegistration(
+        getattr(grpc_module, f"add_{service.name}Servicer_to_server"), servicer, service.full_name
+    )
+    return create_server(
+        settings.grpc.address,
+        [registration],
+        max_workers=settings.grpc.max_workers,
+        interceptors=server_interceptors(),
+    )
 
 
 def run_main(name: str, start: Start) -> int:

@@ -5,17 +5,11 @@ from __future__ import annotations
 import logging
 import sys
 import threading
-from datetime import UTC, datetime
 
 from callcenter.routing.v1 import service_pb2, service_pb2_grpc
 
-from services.platform.consumer import ConsumerRunner
-from services.platform.eventstore import EventStore
-from services.platform.grpc_server import ServiceRegistration, create_server
-from services.platform.kafka import KafkaEventLog, KafkaSource
-from services.platform.process import ServiceProcess, run_main
+from services.platform.process import ServiceProcess, grpc_server, open_store, reactions, run_main, wall_clock
 from services.platform.settings import Settings
-from services.platform.telemetry import server_interceptors
 from services.platform.timers import DeadlineScheduler
 from services.routing.grpc_api import RoutingServicer
 from services.routing.handlers import (
@@ -36,45 +30,16 @@ RoutingProcess = ServiceProcess[RoutingService]
 
 def start(settings: Settings, stop: threading.Event | None = None) -> RoutingProcess:
     """Rebuild queues, entries and seats, then serve gRPC, react to intake and agents, fire timers."""
-
-    def clock() -> datetime:
-        return datetime.now(UTC)
-
-    events = registry()
-    log_ = KafkaEventLog(settings.kafka, EVENTS_TOPIC, SNAPSHOTS_TOPIC, f"routing-{settings.instance_id}")
-    store = EventStore(
-        log_,
-        events,
-        kinds(),
-        clock=clock,
-        snapshot_every=settings.store.snapshot_every,
-        forget_closed_after=settings.store.forget_closed_after,
+    store = open_store(
+        settings, "routing", (EVENTS_TOPIC, SNAPSHOTS_TOPIC), registry(), kinds(), forget_closed=True
     )
-    routing = RoutingService(store, clock)
-    scheduler = DeadlineScheduler(routing.fire, clock=clock)
+    routing = RoutingService(store, wall_clock)
+    scheduler = DeadlineScheduler(routing.fire, clock=wall_clock)
     store.add_listener(scheduler.track)
     store.start()
-    runner = ConsumerRunner(
-        "routing",
-        KafkaSource(settings.kafka, "routing", REACTS_TO),
-        store,
-        events,
-        routing.react,
-        after_batch=routing.after_batch,
-    )
-    server = create_server(
-        settings.grpc.address,
-        [
-            ServiceRegistration(
-                service_pb2_grpc.add_RoutingServiceServicer_to_server,
-                RoutingServicer(routing),
-                service_pb2.DESCRIPTOR.services_by_name["RoutingService"].full_name,
-            )
-        ],
-        max_workers=settings.grpc.max_workers,
-        interceptors=server_interceptors(),
-    )
+    server = grpc_server(settings, service_pb2_grpc, service_pb2, RoutingServicer(routing))
     process = ServiceProcess("routing", store, routing, server, stop or threading.Event())
+    runner = reactions(settings, "routing", REACTS_TO, store, routing.react, after_batch=routing.after_batch)
     process.run_in_background("reactions", runner.run)
     process.run_in_background("timers", scheduler.run)
     log.info(

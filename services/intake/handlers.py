@@ -1,0 +1,112 @@
+"""The intake service layer: each report once per request id, callers pseudonymised, reactions to routing."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import UTC, datetime
+
+from callcenter.intake.v1 import events_pb2 as intake_events
+from callcenter.routing.v1 import events_pb2 as routing_events
+
+from services.intake import domain
+from services.intake.domain import Command, Contact, Party
+from services.platform.codec import dataclass_codec
+from services.platform.envelope import Cause, Envelope, EventRegistry
+from services.platform.errors import DomainError, InvalidArgument, NotFound
+from services.platform.eventstore import AggregateKind, EventStore, Transaction
+from services.platform.privacy import pseudonymise
+from services.platform.settings import IntakeSettings, PrivacySettings
+
+KIND = "Contact"
+EVENTS_TOPIC = "contacts.events.v1"
+SNAPSHOTS_TOPIC = "contacts.snapshots.v1"
+REACTS_TO = ("routing.events.v1",)
+# The namespace of contact ids derived from a StartContact's request id: never change it, or a start
+# retried across the change would name a second contact.
+CONTACT_IDS = uuid.UUID("6f1c1c8e-3b0a-4f7e-9a57-4b1f0c2d9e11")
+
+
+def registry() -> EventRegistry:
+    """Every event intake reads: its own and routing's."""
+    return EventRegistry.of(intake_events, routing_events)
+
+
+def contact_kind() -> AggregateKind[Contact]:
+    encode, decode = dataclass_codec(Contact)
+    return AggregateKind(
+        name=KIND,
+        initial=Contact,
+        evolve=domain.evolve,
+        snapshot=encode,
+        restore=decode,
+        closed=domain.closed,
+    )
+
+
+def contact_id_for(request_id: str) -> str:
+    """The id of a contact started without one: the same for every retry of the same request."""
+    return str(uuid.uuid5(CONTACT_IDS, request_id))
+
+
+class IntakeService:
+    """Runs telephony's reports against Contact aggregates, exactly once per request id.
+
+    Each report is load -> decide -> append in one unit of work; a request id already seen returns the
+    contact as it is. Customer identifiers become a keyed HMAC and a masked form here (``party``),
+    before any command is built, so neither the domain nor an event ever holds one in clear.
+    """
+
+    def __init__(
+        self,
+        store: EventStore,
+        privacy: PrivacySettings,
+        settings: IntakeSettings,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._store = store
+        self._privacy = privacy
+        self._settings = settings
+        self._clock = clock
+
+    def now(self) -> datetime:
+        return self._clock()
+
+    def party(self, identifier: str) -> Party:
+        """A customer's number or address as the keyed HMAC and masked form; empty when anonymous."""
+        reference = pseudonymise(identifier, self._privacy)
+        return Party(reference.hash, reference.masked)
+
+    def execute(self, request_id: str, command: Command) -> Contact:
+        if not request_id:
+            raise InvalidArgument("request_id is required (the adapter's idempotency key)")
+        if isinstance(command, domain.StartContact) and not command.contact_id:
+            command = replace(command, contact_id=contact_id_for(request_id))
+        if not self._store.has_seen(request_id):
+            with self._store.transaction() as tx:
+                self._decide_and_append(tx, command, Cause.request(request_id))
+        return self.get(command.contact_id)
+
+    def get(self, contact_id: str) -> Contact:
+        loaded = self._store.load(KIND, contact_id)
+        if not loaded.exists:
+            raise NotFound(f"contact {contact_id} is not known (never started, or ended long ago)")
+        return loaded.state
+
+    def react(self, envelope: Envelope, tx: Transaction) -> None:
+        """The consumer runner's handler for routing's events."""
+        command = domain.ended_by_routing(envelope.event_type, envelope.payload)
+        if command is None:
+            return
+        try:
+            self._decide_and_append(tx, command, Cause.event(envelope))
+        except DomainError:
+            # The contact ended before routing's decision arrived (or is unknown here): nothing to do.
+            return
+
+    def _decide_and_append(self, tx: Transaction, command: Command, cause: Cause) -> None:
+        loaded = tx.load(KIND, command.contact_id)
+        events = domain.decide(loaded.state, command, self._settings.vip_caller_hashes)
+        if events:
+            tx.append(KIND, command.contact_id, loaded.version, events, cause)

@@ -1,0 +1,123 @@
+"""The HTTP API for simple channel gateways (chat, e-mail, SMS, web callback), over the intake service."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from callcenter.common.v1 import types_pb2
+from fastapi import FastAPI, Request, status
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from services.intake import domain
+from services.intake.domain import Contact
+from services.intake.handlers import IntakeService
+from services.platform.errors import (
+    DomainError,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+)
+
+CHANNELS = {
+    "chat": types_pb2.Channel.CHANNEL_CHAT,
+    "email": types_pb2.Channel.CHANNEL_EMAIL,
+    "sms": types_pb2.Channel.CHANNEL_SMS,
+    "web_callback": types_pb2.Channel.CHANNEL_WEB_CALLBACK,
+}
+# Checked before anything is recorded, so a malformed request never leaves half a contact behind.
+Required = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
+_STATUS_BY_ERROR = (
+    (InvalidArgument, status.HTTP_400_BAD_REQUEST),
+    (PermissionDenied, status.HTTP_403_FORBIDDEN),
+    (NotFound, status.HTTP_404_NOT_FOUND),
+    (FailedPrecondition, status.HTTP_409_CONFLICT),
+)
+
+
+class NewContact(BaseModel):
+    """A contact from a gateway. ``from`` is the customer's address or number: pseudonymised at once,
+    never stored. Voice does not come this way: telephony reports it over gRPC."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    request_id: Required = Field(description="the gateway's idempotency key")
+    channel: Literal["chat", "email", "sms", "web_callback"]
+    customer: str = Field(default="", alias="from")
+    to: str = Field(default="", description="the center's address or number the customer wrote to")
+    subject: str = Field(default="", description="already stripped of personal data by the gateway")
+    queue_id: Required
+    language: str = ""
+
+
+class EndRequest(BaseModel):
+    request_id: Required
+
+
+class ContactJson(BaseModel):
+    """A contact as a gateway sees it; ``caller`` is the masked form, never the address itself."""
+
+    contact_id: str
+    channel: str
+    stage: str
+    queue_id: str
+    agent_id: str
+    caller: str
+    started_at: datetime | None
+    ended_at: datetime | None
+
+
+def contact_json(contact: Contact) -> ContactJson:
+    return ContactJson(
+        contact_id=contact.contact_id,
+        channel=types_pb2.Channel.Name(contact.channel).removeprefix("CHANNEL_").lower(),
+        stage=domain.Stage.Name(contact.stage).removeprefix("CONTACT_STAGE_").lower(),
+        queue_id=contact.queue_id,
+        agent_id=contact.agent_id,
+        caller=contact.caller.masked,
+        started_at=contact.started_at,
+        ended_at=contact.ended_at,
+    )
+
+
+def create_app(intake: IntakeService) -> FastAPI:
+    app = FastAPI(title="Intake for channel gateways", version="1")
+
+    @app.exception_handler(DomainError)
+    async def refused(_request: Request, error: DomainError) -> JSONResponse:
+        code = next((code for kind, code in _STATUS_BY_ERROR if isinstance(error, kind)), 409)
+        return JSONResponse(status_code=code, content={"error": str(error)})
+
+    @app.post("/v1/contacts", status_code=status.HTTP_201_CREATED)
+    def start_contact(body: NewContact) -> ContactJson:
+        started = intake.execute(
+            body.request_id,
+            domain.StartContact(
+                contact_id="",
+                channel=CHANNELS[body.channel],
+                caller=intake.party(body.customer),
+                dialed_number=body.to,
+                gateway="http",
+                language=body.language,
+                subject=body.subject,
+            ),
+        )
+        # Two reports, each idempotent by its own request id: a gateway retrying after a failure
+        # between them gets the same contact, routed once.
+        routed = intake.execute(
+            f"{body.request_id}/routing", domain.RequestRouting(started.contact_id, body.queue_id)
+        )
+        return contact_json(routed)
+
+    @app.post("/v1/contacts/{contact_id}/end")
+    def end_contact(contact_id: str, body: EndRequest) -> ContactJson:
+        command = domain.EndContact(contact_id, domain.EndReason.CONTACT_END_REASON_CALLER)
+        return contact_json(intake.execute(body.request_id, command))
+
+    @app.get("/v1/contacts/{contact_id}")
+    def get_contact(contact_id: str) -> ContactJson:
+        return contact_json(intake.get(contact_id))
+
+    return app
