@@ -37,6 +37,12 @@ def main() -> int:
     parser.add_argument("--start-services", action="store_true", help="start the local services for the run")
     parser.add_argument("--no-view", action="store_true", help="no live wallboard, just the summary")
     parser.add_argument("--truth", type=Path, default=DEFAULT_DATA_DIR / "simulator" / "truth.jsonl")
+    parser.add_argument(
+        "--forget-after-s",
+        type=float,
+        default=120.0,
+        help="with --start-services: how long the services keep ended contacts (production: an hour)",
+    )
     args = parser.parse_args()
 
     console = Console()
@@ -53,7 +59,7 @@ def main() -> int:
     )
     running = []
     if args.start_services:
-        running = launcher.start_all()
+        running = launcher.start_all({"CC_STORE__FORGET_CLOSED_AFTER": f"PT{args.forget_after_s:g}S"})
         try:
             launcher.wait_healthy(running)
         except (RuntimeError, TimeoutError) as error:
@@ -76,12 +82,13 @@ def main() -> int:
         else:
             with Live(render(sim, memory), console=console, refresh_per_second=2) as live:
                 sim.run(stop, on_tick=lambda s: live.update(render(s, memory)))
+        final = render(sim, memory)
         sim.teardown()
         sim.write_truth(args.truth)
     finally:
         if running:
             launcher.stop_all(running)
-    console.print(render(sim, memory))
+    console.print(final)
     console.print(f"ground truth of {len(sim.contacts)} contacts in {args.truth}")
     return 0
 

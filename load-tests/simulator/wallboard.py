@@ -110,16 +110,16 @@ def render(sim: Simulation, memory: MemoryWatch | None = None) -> Group:
                 states[name] += 1
     except grpc.RpcError as error:
         states[f"unavailable: {error.code().name}"] += 1
-    agents = Table(title="agents", expand=True)
+    agents = Table(title="agents")
     agents.add_column("state")
     agents.add_column("agents", justify="right")
     for name, count in sorted(states.items()):
         agents.add_row(name, str(count))
 
     tally = sim.tally
-    outcomes = Table(title="contacts", expand=True)
-    outcomes.add_column("")
-    outcomes.add_column("", justify="right")
+    outcomes = Table(title="contacts")
+    outcomes.add_column("what")
+    outcomes.add_column("count", justify="right")
     open_now = sum(1 for c in sim.contacts.values() if not c.outcome)
     for label, value in (
         ("arrived", tally.arrivals),
@@ -131,7 +131,9 @@ def render(sim: Simulation, memory: MemoryWatch | None = None) -> Group:
     ):
         outcomes.add_row(label, str(value))
 
-    parts: list = [header, queues, agents, outcomes]
+    side_by_side = Table.grid(padding=(0, 4))
+    side_by_side.add_row(agents, outcomes)
+    parts: list = [header, queues, side_by_side]
     if memory is not None:
         memory.sample(elapsed)
         table = Table(title="service memory (RSS, MiB)", expand=True)
