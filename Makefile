@@ -74,8 +74,8 @@ test-unit: setup
 	$(PY) -m pytest tests/unit tests/contract -m "not kafka"
 
 lint: setup
-	$(PY) -m ruff check services tests load-tests
-	$(PY) -m ruff format --check services tests load-tests
+	$(PY) -m ruff check --no-cache services tests load-tests
+	$(PY) -m ruff format --no-cache --check services tests load-tests
 	BUF=$(BUF) bash deploy/scripts/buf.sh lint
 	BUF=$(BUF) bash deploy/scripts/buf.sh breaking
 

@@ -115,7 +115,7 @@ class Queue:
     def strategy(self) -> Strategy:
         return Strategy(self._config.strategy)
 
-    @property
+    @cached_property
     def widest(self) -> Requirement:
         """Who may take its contacts once every step is passed (the empty-queue rules count these)."""
         return requirement_at_step(self.skills, self.steps, len(self.steps))

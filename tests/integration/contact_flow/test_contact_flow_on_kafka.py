@@ -24,9 +24,9 @@ from callcenter.intake.v1 import service_pb2_grpc as intake_grpc
 from callcenter.routing.v1 import events_pb2 as routing_ev
 from callcenter.routing.v1 import service_pb2 as routing_pb
 from callcenter.routing.v1 import service_pb2_grpc as routing_grpc
-from services.intake import main as intake_main
 
 from services.agents import main as agents_main
+from services.intake import main as intake_main
 from services.platform.envelope import Envelope, EventRegistry, decode
 from services.platform.kafka import KafkaEventLog
 from services.platform.settings import GrpcSettings, HttpSettings, Settings
