@@ -274,7 +274,7 @@ def decide(agent: Agent, command: Command) -> list[Message]:
                     _state_without_offer(agent),
                     command.now,
                     offer=agent.offer,
-                    outcome=Outcome.OFFER_OUTCOME_WITHDRAWN,
+                    outcome=Outcome.OFFER_OUTCOME_CONTACT_ENDED,
                     detail=command.reason,
                     by=Actor.SYSTEM,
                 )

@@ -223,6 +223,14 @@ def decide(contact: Contact, command: Command, vip_callers: frozenset[str] = fro
         case EndContact():
             if closed(contact):
                 raise FailedPrecondition(f"{contact.describe()}; it cannot be ended again")
+            if command.reason == EndReason.CONTACT_END_REASON_CALLBACK_ACCEPTED:
+                # Only the caller's line ended: the contact lives on until the agent's call-out ends.
+                _require(
+                    contact,
+                    "left for a callback before one is requested",
+                    Stage.CONTACT_STAGE_CALLBACK_PENDING,
+                )
+                return []
             return [
                 ev.ContactEnded(
                     contact_id=contact.contact_id,

@@ -15,7 +15,7 @@ follows its verdict, so an accept and a ring timeout racing are settled once, ov
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from enum import IntEnum
@@ -55,10 +55,13 @@ STEP_DEADLINE = "step"
 MAX_WAIT_DEADLINE = "max_wait"
 CALLBACK_DEADLINE = "callback"
 SKIP_DEADLINE = "skip"
+TARGET_DEADLINE = "target"
 
 DEFAULT_RING_TIMEOUT = timedelta(seconds=20)
 DEFAULT_SHORT_ABANDON = timedelta(seconds=5)
 DEFAULT_MISSED_OFFER_REASON = "missed_offer"
+# How long a contact transferred to a named agent waits for them before the queue's agents may take it.
+TARGET_WAIT = timedelta(seconds=30)
 MAX_OVERFLOW_HOPS = 5
 EXPLAINED_CANDIDATES = 5
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -356,11 +359,8 @@ def _enter(
     """The contact joins ``queue_id``, or is refused and follows the queue's fallback."""
     queue, now = look.queue(queue_id), command.now
     if queue is None or not queue.exists:
-        return [
-            _refused(
-                entry, queue_id, f"queue {queue_id} does not exist", Fallback.FALLBACK_OUTCOME_DISCONNECT
-            )
-        ]
+        why = f"queue {queue_id} does not exist"
+        return [_refused(entry, queue_id, why, Fallback.FALLBACK_OUTCOME_DISCONNECT, vip=command.vip)]
     refusal = None
     waiting = look.waiting_count(queue_id)
     if not callback and queue.config.max_queue_length and waiting >= queue.config.max_queue_length:
@@ -413,13 +413,16 @@ def _enter(
     return [queued]
 
 
-def _refused(entry: Entry, queue_id: str, reason: str, outcome: int, overflow_to: str = "") -> Message:
+def _refused(
+    entry: Entry, queue_id: str, reason: str, outcome: int, overflow_to: str = "", vip: bool = False
+) -> Message:
     return ev.QueueJoinRefused(
         contact_id=entry.contact_id,
         queue_id=queue_id,
         reason=reason,
         outcome=outcome,
         overflow_queue_id=overflow_to,
+        vip=vip,
     )
 
 
@@ -448,6 +451,7 @@ def _fall_back(
             why,
             fallback,
             queue.config.fallback_queue_id if fallback == Fallback.FALLBACK_OUTCOME_OVERFLOW else "",
+            vip=command.vip,
         )
     elif fallback == Fallback.FALLBACK_OUTCOME_OVERFLOW:
         first = _overflowed(entry, queue.config.fallback_queue_id, overflow_reason, now)
@@ -524,21 +528,16 @@ def _reach_steps(entry: Entry, queue: Queue, now: datetime, look: Lookup) -> lis
     for index in range(entry.step + 1, reached + 1):
         step = steps[index - 1]
         if step.overflow_queue_id:
-            events.append(
-                _overflowed(
-                    entry, step.overflow_queue_id, ev.OverflowReason.OVERFLOW_REASON_ESCALATION_STEP, now
-                )
-            )
             if entry.hops >= MAX_OVERFLOW_HOPS:
-                events.append(
-                    ev.ContactDisconnected(
-                        contact_id=entry.contact_id,
-                        queue_id=entry.queue_id,
-                        outcome=Fallback.FALLBACK_OUTCOME_DISCONNECT,
-                        reason=f"it already overflowed {entry.hops} times",
-                    )
+                disconnected = ev.ContactDisconnected(
+                    contact_id=entry.contact_id,
+                    queue_id=entry.queue_id,
+                    outcome=Fallback.FALLBACK_OUTCOME_DISCONNECT,
+                    reason=f"step {index} overflows, but it already overflowed {entry.hops} times",
                 )
-                return events
+                return [*events, disconnected]
+            reason = ev.OverflowReason.OVERFLOW_REASON_ESCALATION_STEP
+            events.append(_overflowed(entry, step.overflow_queue_id, reason, now))
             return events + _enter(
                 entry,
                 step.overflow_queue_id,
@@ -665,7 +664,8 @@ def offer(entry: Entry, match: Match, queue: Queue, now: datetime) -> list[Messa
         contact_id=entry.contact_id,
         queue_id=entry.queue_id,
         agent_id=match.agent_id,
-        offer_id=f"{entry.contact_id}:{entry.visit}:{entry.offers + 1}",
+        # Unique even when a forgotten entry's id lives again and counts its visits from one anew.
+        offer_id=f"{entry.contact_id}:{entry.visit}:{entry.offers + 1}:{entry.entered_at.timestamp():.3f}",
         strategy=int(queue.strategy),
         escalation_step=entry.step,
         wrap_up_mode=queue.config.wrap_up_mode,
@@ -709,6 +709,9 @@ def offer_ended(entry: Entry, command: OfferEnded, queue: Queue | None) -> list[
     ids = {"contact_id": entry.contact_id, "agent_id": command.agent_id, "offer_id": command.offer_id}
     if command.refused:
         return [ev.OfferWithdrawn(**ids, reason=f"the agent could not take it: {command.detail}")]
+    if command.outcome == Outcome.OFFER_OUTCOME_CONTACT_ENDED:
+        # The caller hung up while it rang; intake's end of the contact may reach routing after this.
+        return [ev.OfferWithdrawn(**ids, reason=command.detail or "the contact ended", contact_ended=True)]
     match command.outcome:
         case Outcome.OFFER_OUTCOME_ACCEPTED:
             events: list[Message] = [ev.OfferAccepted(**ids)]
@@ -769,8 +772,10 @@ def entry_deadlines(entry: Entry) -> list[Deadline]:
         found.append(Deadline(MAX_WAIT_DEADLINE, entry.max_wait_at))
     if entry.callback_not_before is not None:
         found.append(Deadline(CALLBACK_DEADLINE, entry.callback_not_before))
-    if entry.skips:
-        found.append(Deadline(SKIP_DEADLINE, min(until for _, until in entry.skips)))
+    # Each skip's end may be the moment an agent becomes eligible again: every one wakes the router.
+    found.extend(Deadline(SKIP_DEADLINE, until) for _, until in entry.skips)
+    if entry.target_agent_id:
+        found.append(Deadline(TARGET_DEADLINE, entry.entered_at + TARGET_WAIT))
     return found
 
 
@@ -804,6 +809,9 @@ def evolve_entry(entry: Entry, envelope: Envelope) -> Entry:
                 entry,
                 status=Status.LEFT,
                 queue_id=event.queue_id,
+                # A contact refused at its first queue keeps the time it called, for a later callback.
+                queued_at=at if entry.queued_at == EPOCH else entry.queued_at,
+                vip=entry.vip or event.vip,
                 outcome="refused",
                 ended_at=at,
                 correlation_id=entry.correlation_id or envelope.correlation_id,
@@ -834,9 +842,11 @@ def evolve_entry(entry: Entry, envelope: Envelope) -> Entry:
                 and _at(event.skip_until) > at
             ):
                 skips = (*skips, (event.agent_id, _at(event.skip_until)))
+            # A contact that ended while it rang stays out of the queue until intake's end closes it.
+            gone = envelope.event_type == "OfferWithdrawn" and event.contact_ended
             return replace(
                 entry,
-                status=Status.WAITING if entry.status == Status.OFFERED else entry.status,
+                status=Status.WAITING if entry.status == Status.OFFERED and not gone else entry.status,
                 offer=None,
                 skips=skips,
                 target_agent_id="" if entry.target_agent_id == event.agent_id else entry.target_agent_id,
@@ -1001,9 +1011,15 @@ def plan(
     queues: Mapping[str, Queue],
     last_offered: Mapping[str, str],
     now: datetime,
+    present: Callable[[str], bool] = lambda _agent_id: True,
 ) -> list[Match]:
     """Who gets which contact now: routable entries in service order, each to its queue strategy's best
-    free agent eligible at its escalation step (and, for a transfer to a named agent, only that agent)."""
+    free agent eligible at its escalation step.
+
+    A contact transferred to a named agent goes to that agent alone, whatever their skills (the
+    transferring agent chose them), for TARGET_WAIT; then, or as soon as they are not ``present``
+    (logged out), the queue's agents may take it.
+    """
     seats = {seat.agent_id: seat for seat in free}
     taken: set[str] = set()
     # Entries of one queue at one step, on one channel, share their candidates: work them out once.
@@ -1015,19 +1031,25 @@ def plan(
         queue = queues.get(entry.queue_id)
         if queue is None or not queue.exists:
             continue
-        requirement = requirement_at_step(dict(entry.skills), queue.steps, entry.step)
-        key = (entry.queue_id, entry.step, entry.channel, entry.skills)
-        pool = pools.get(key)
-        if pool is None:
-            slots = (seat.slot() for seat in seats.values() if seat.can_take(entry.channel))
-            pool = pools[key] = [slot for slot in slots if eligible(slot, requirement)]
-        candidates = [
-            slot
-            for slot in pool
-            if slot.agent_id not in taken
-            and not entry.skipped(slot.agent_id, now)
-            and (not entry.target_agent_id or slot.agent_id == entry.target_agent_id)
-        ]
+        target = entry.target_agent_id
+        if target and present(target) and now < entry.entered_at + TARGET_WAIT:
+            seat = seats.get(target)
+            if (
+                seat is None
+                or target in taken
+                or not seat.can_take(entry.channel)
+                or entry.skipped(target, now)
+            ):
+                continue
+            requirement, candidates = Requirement({}), [seat.slot()]
+        else:
+            requirement = requirement_at_step(dict(entry.skills), queue.steps, entry.step)
+            key = (entry.queue_id, entry.step, entry.channel, entry.skills)
+            pool = pools.get(key)
+            if pool is None:
+                slots = (seat.slot() for seat in seats.values() if seat.can_take(entry.channel))
+                pool = pools[key] = [slot for slot in slots if eligible(slot, requirement)]
+            candidates = [s for s in pool if s.agent_id not in taken and not entry.skipped(s.agent_id, now)]
         if not candidates:
             continue
         ranked = rank(

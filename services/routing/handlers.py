@@ -189,6 +189,7 @@ class Board:
                 self._queues,
                 {queue_id: agent for queue_id, (_, agent) in self._last_offered.items()},
                 now,
+                present=lambda agent_id: agent_id in self._seats and self._seats[agent_id].logged_in,
             )
 
     def waiting_in(self, queue_id: str) -> list[Entry]:
@@ -252,6 +253,8 @@ class RoutingService:
                 events = domain.upsert(loaded.state, command)
                 if events:
                     tx.append(QUEUE, queue_id, loaded.version, events, cause)
+                    # New skills or a stricter empty-queue rule may leave nobody able to serve it.
+                    self._empty_queues_leave(tx, cause)
                     self._dispatch(tx, cause)
         return self.queue(queue_id)
 
@@ -355,7 +358,8 @@ class RoutingService:
                 self.now(),
             )
             self._offer_ended(tx, ended, envelope)
-        if before.logged_in and (not after.logged_in or before.skills != after.skills):
+        able_before = (before.skills, before.skill_groups)
+        if before.logged_in and (not after.logged_in or able_before != (after.skills, after.skill_groups)):
             self._empty_queues_leave(tx, Cause.event(envelope))
 
     def _offer_ended(self, tx: Transaction, ended: domain.OfferEnded, envelope: Envelope) -> None:

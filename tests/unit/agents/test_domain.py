@@ -216,7 +216,7 @@ def test_the_caller_hanging_up_while_it_rings_withdraws_the_offer() -> None:
 
     agent, [changed] = run(agent, d.ContactEnded("a-1", "c-1", at(5)))
 
-    assert changed.offer_outcome == d.Outcome.OFFER_OUTCOME_WITHDRAWN
+    assert changed.offer_outcome == d.Outcome.OFFER_OUTCOME_CONTACT_ENDED
     assert agent.state == S.AGENT_STATE_READY
 
 

@@ -164,7 +164,7 @@ def test_the_caller_hanging_up_while_it_rings_frees_the_agent(center: Center) ->
 
     assert center.agent().state == S.AGENT_STATE_READY
     withdrawn = [e for e in center.events() if isinstance(e, ev.AgentStateChanged) and e.offer_outcome]
-    assert [w.offer_outcome for w in withdrawn] == [domain.Outcome.OFFER_OUTCOME_WITHDRAWN]
+    assert [w.offer_outcome for w in withdrawn] == [domain.Outcome.OFFER_OUTCOME_CONTACT_ENDED]
 
 
 def test_an_unanswered_offer_makes_the_agent_not_ready_with_missed_offer(center: Center) -> None:

@@ -429,6 +429,18 @@ def test_ending_a_pending_callback_cancels_it() -> None:
 # Callback -----------------------------------------------------------------------------------------
 
 
+def test_the_caller_leaving_the_line_after_asking_for_a_callback_keeps_the_contact_for_the_call_out() -> None:
+    accepted = domain.EndContact("c-1", END.CONTACT_END_REASON_CALLBACK_ACCEPTED)
+    assert domain.decide(callback_pending(), accepted) == []
+    answered = fold(
+        callback_pending(), domain.decide(callback_pending(), domain.ReportAnswered("c-1", "a-1"))
+    )
+    [ended] = domain.decide(answered, domain.EndContact("c-1", END.CONTACT_END_REASON_AGENT))
+    assert ended.agent_id == "a-1", "the agent's call-out ends, and with it the agent's part"
+    with pytest.raises(FailedPrecondition, match="cannot be left for a callback before one is requested"):
+        domain.decide(queued(), accepted)
+
+
 def test_a_queued_caller_asks_for_a_callback_to_their_own_number_by_default() -> None:
     start, end = T0 + timedelta(hours=1), T0 + timedelta(hours=2)
 

@@ -268,6 +268,18 @@ def test_escalation_steps_are_reached_in_time_and_an_overflow_step_moves_the_con
     assert (queued.queue_id, queued.visit, queued.queued_at.ToDatetime(tzinfo=UTC)) == ("spill", 2, T0)
 
 
+def test_an_overflow_step_past_the_hop_limit_disconnects_without_claiming_an_overflow() -> None:
+    look = board(queue(steps=[(30, {"overflow_queue_id": "spill"})]), queue("spill"))
+    entry = replace(joined(look), hops=domain.MAX_OVERFLOW_HOPS)
+
+    [disconnected] = domain.on_deadline(
+        entry, Deadline("step", entry.next_step_at), T0 + timedelta(seconds=30), look
+    )
+
+    assert type(disconnected).__name__ == "ContactDisconnected"
+    assert "already overflowed 5 times" in disconnected.reason
+
+
 @pytest.mark.parametrize(
     ("fallback", "expected"),
     [
@@ -350,7 +362,7 @@ def test_an_offer_carries_the_queue_rules_and_an_id_unique_to_the_visit() -> Non
     [offered] = domain.offer(
         entry, domain.Match("c-1", "a-1", (), domain.Requirement({})), look.queue("billing"), T0
     )
-    assert offered.offer_id == "c-1:1:1"
+    assert offered.offer_id.startswith("c-1:1:1:"), "contact, visit, offer number, and when the visit began"
     assert offered.ring_deadline.ToDatetime(tzinfo=UTC) == T0 + timedelta(seconds=15)
     assert offered.missed_offer_reason == "break"
 
@@ -359,7 +371,12 @@ def test_an_accepted_offer_connects_the_contact_with_its_wait() -> None:
     look = board(queue())
     entry = _offered(look)
     accepted = domain.OfferEnded(
-        "c-1", "a-1", "c-1:1:1", domain.Outcome.OFFER_OUTCOME_ACCEPTED, "", T0 + timedelta(seconds=9)
+        "c-1",
+        "a-1",
+        entry.offer.offer_id,
+        domain.Outcome.OFFER_OUTCOME_ACCEPTED,
+        "",
+        T0 + timedelta(seconds=9),
     )
 
     events = domain.offer_ended(entry, accepted, look.queue("billing"))
@@ -372,7 +389,9 @@ def test_an_accepted_offer_connects_the_contact_with_its_wait() -> None:
 def test_a_rejected_offer_puts_the_contact_back_and_skips_that_agent_for_the_reject_delay() -> None:
     look = board(queue(reject_delay={"seconds": 30}))
     entry = _offered(look)
-    rejected = domain.OfferEnded("c-1", "a-1", "c-1:1:1", domain.Outcome.OFFER_OUTCOME_REJECTED, "busy", T0)
+    rejected = domain.OfferEnded(
+        "c-1", "a-1", entry.offer.offer_id, domain.Outcome.OFFER_OUTCOME_REJECTED, "busy", T0
+    )
 
     entry = fold(entry, domain.offer_ended(entry, rejected, look.queue("billing")))
 
@@ -384,7 +403,7 @@ def test_a_rejected_offer_puts_the_contact_back_and_skips_that_agent_for_the_rej
 def test_an_offer_outcome_for_another_offer_changes_nothing() -> None:
     look = board(queue())
     entry = _offered(look)
-    stale = domain.OfferEnded("c-1", "a-1", "c-1:1:0", domain.Outcome.OFFER_OUTCOME_ACCEPTED, "", T0)
+    stale = domain.OfferEnded("c-1", "a-1", "another-offer", domain.Outcome.OFFER_OUTCOME_ACCEPTED, "", T0)
     assert domain.offer_ended(entry, stale, look.queue("billing")) == []
 
 
@@ -397,7 +416,9 @@ def test_the_caller_hanging_up_while_it_rings_keeps_the_agent_reserved_until_the
     entry = fold(entry, domain.contact_ended(entry, gone, look.queue("billing")))
     assert (entry.status, entry.offer is not None, domain.entry_closed(entry)) == (Status.LEFT, True, False)
 
-    withdrawn = domain.OfferEnded("c-1", "a-1", "c-1:1:1", domain.Outcome.OFFER_OUTCOME_WITHDRAWN, "gone", T0)
+    withdrawn = domain.OfferEnded(
+        "c-1", "a-1", entry.offer.offer_id, domain.Outcome.OFFER_OUTCOME_WITHDRAWN, "gone", T0
+    )
     entry = fold(entry, domain.offer_ended(entry, withdrawn, look.queue("billing")))
     assert (entry.status, entry.offer, domain.entry_closed(entry)) == (Status.LEFT, None, True)
 

@@ -14,6 +14,7 @@ from callcenter.routing.v1 import service_pb2 as pb
 from callcenter.routing.v1 import service_pb2_grpc
 
 from services.agents import domain as agents_domain
+from services.platform.envelope import Cause, encode, make_envelope
 from services.platform.eventstore import EventStore, OutgoingRecord
 from services.platform.grpc_server import ServiceRegistration, create_server
 from services.routing import handlers as routing
@@ -405,3 +406,147 @@ def test_the_seat_table_is_rebuilt_from_its_changelog(center: Center) -> None:
     )
     restarted.start()
     assert restarted.load(routing.SEAT, "a-1").state == center.routing_store.load(routing.SEAT, "a-1").state
+
+
+# Found in review: each of these once left a contact waiting or an agent stuck ---------------------
+
+
+def test_each_rejecting_agents_skip_ending_wakes_the_router(center: Center) -> None:
+    center.login("a-1")
+    center.advance(1)
+    center.login("a-2")
+    call(center, "c-1")
+    center.reject("a-1")  # a-1 skipped until t=31; a-2 rings
+    center.agent_does(
+        agents_domain.SetNotReady("a-1", agents_domain.Reason.NOT_READY_REASON_BREAK, center.clock.now)
+    )
+    center.advance(10)
+    center.reject("a-2")  # a-2 skipped until t=41
+
+    center.advance(25)  # a-1's skip ends while a-1 is on break: nobody to offer
+    assert center.entry("c-1").status == Status.WAITING
+    center.advance(10)  # a-2's skip ends: a-2 is ready
+
+    assert center.entry("c-1").offer.agent_id == "a-2"
+
+
+def test_a_transfer_to_a_named_agent_reaches_them_without_the_queues_skills(center: Center) -> None:
+    center.login("a-1")
+    center.login("expert", {"second_line": 5})
+
+    call(center, "c-1", target_agent_id="expert", reason="transfer")
+
+    assert center.entry("c-1").offer.agent_id == "expert"
+
+
+def test_a_transfer_to_a_named_agent_who_does_not_come_goes_to_the_queue(center: Center) -> None:
+    center.login("a-1")
+    center.login("away")
+    center.agent_does(
+        agents_domain.SetNotReady("away", agents_domain.Reason.NOT_READY_REASON_MEETING, center.clock.now)
+    )
+    call(center, "c-1", target_agent_id="away", reason="transfer")
+    assert center.entry("c-1").status == Status.WAITING, "waiting for the named agent"
+
+    center.advance(30)
+
+    assert center.entry("c-1").offer.agent_id == "a-1"
+
+
+def test_a_transfer_to_a_named_agent_who_logs_out_goes_to_the_queue_at_once(center: Center) -> None:
+    center.login("a-1")
+    center.login("leaving")
+    center.agent_does(
+        agents_domain.SetNotReady("leaving", agents_domain.Reason.NOT_READY_REASON_BREAK, center.clock.now)
+    )
+    center.agent_does(
+        agents_domain.SetNotReady("a-1", agents_domain.Reason.NOT_READY_REASON_BREAK, center.clock.now)
+    )
+    call(center, "c-1", target_agent_id="leaving", reason="transfer")
+
+    center.agent_does(agents_domain.Logout("leaving", center.clock.now))
+    center.agent_does(agents_domain.SetReady("a-1", center.clock.now))
+
+    assert center.entry("c-1").offer.agent_id == "a-1"
+
+
+def test_a_contact_that_ended_while_it_rang_is_not_offered_again_whichever_news_arrives_first(
+    center: Center,
+) -> None:
+    center.login("a-2")
+    center.advance(1)
+    center.login("a-1")
+    call(center, "c-1")
+    assert center.entry("c-1").offer.agent_id == "a-2"
+    # The caller hangs up; the agents service sees it first and withdraws the offer, and routing reads
+    # that withdrawal before intake's end of the contact (two topics: either order is possible).
+    ended = intake_ev.ContactEnded(
+        contact_id="c-1", reason=intake_ev.ContactEndReason.CONTACT_END_REASON_CALLER
+    )
+    center.broker.write(_record(center, CONTACTS, "c-1", ended))
+    routing_runner, agents_runner = center.runners
+    agents_runner.run_once()
+    routing_source = routing_runner._source
+    routing_source._position = dict(
+        sorted(routing_source._position.items(), key=lambda item: item[0][0] != "agents.events.v1")
+    )
+    routing_runner._batch_size = 1
+    routing_runner.run_once()
+    routing_runner._batch_size = 500
+    center.settle()
+
+    assert [o.agent_id for o in routing_events(center, "ContactOffered")] == ["a-2"]
+    [abandoned] = routing_events(center, "ContactAbandoned")
+    assert abandoned.stage == ev.AbandonStage.ABANDON_STAGE_RINGING
+    assert center.agent("a-1").state == S.AGENT_STATE_READY
+
+
+def _record(center: Center, topic: str, key: str, payload) -> OutgoingRecord:
+    envelope = make_envelope(
+        payload,
+        registry=routing.registry(),
+        aggregate_type="Contact",
+        aggregate_id=key,
+        aggregate_version=99,
+        occurred_at=center.clock.now,
+        cause=Cause.request(f"raw-{key}"),
+    )
+    record_key, value, headers = encode(envelope)
+    return OutgoingRecord(topic, record_key, value, headers)
+
+
+def test_a_contact_refused_then_called_back_keeps_the_time_it_called(center: Center) -> None:
+    center.upsert_queue(
+        billing(
+            queue_id="small",
+            max_queue_length=1,
+            fallback=ev.FallbackOutcome.FALLBACK_OUTCOME_OFFER_CALLBACK,
+            callback_priority_boost=0,
+        )
+    )
+    call(center, "early", queue_id="small")
+    center.advance(60)
+    called_at = center.clock.now
+    call(center, "refused", queue_id="small")
+    center.advance(5)
+    center.publish(CONTACTS, "Contact", "refused", intake_ev.CallbackRequested(contact_id="refused"))
+
+    center.login("a-1")
+
+    assert center.entry("refused").queued_at == called_at
+    assert center.entry("early").offer.agent_id == "a-1", "the caller who waited longer goes first"
+
+
+def test_a_stricter_empty_queue_rule_sends_waiting_callers_to_the_fallback(center: Center) -> None:
+    call(center, "c-1")
+
+    center.upsert_queue(
+        billing(
+            ring_timeout={"seconds": 20},
+            reject_delay={"seconds": 30},
+            empty_queue_rule=ev.EmptyQueueRule.EMPTY_QUEUE_RULE_LEAVE_WHEN_EMPTY,
+            fallback=ev.FallbackOutcome.FALLBACK_OUTCOME_VOICEMAIL,
+        )
+    )
+
+    assert center.entry("c-1").outcome == "voicemail"
