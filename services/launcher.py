@@ -53,6 +53,7 @@ SERVICES = (
     LocalService("intake", "services.intake.main", 50051, http_port=8080),
     LocalService("routing", "services.routing.main", 50052),
     LocalService("agents", "services.agents.main", 50053),
+    LocalService("kpi", "services.kpi.main", 50054),
 )
 
 

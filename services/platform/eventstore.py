@@ -132,7 +132,7 @@ class LogRecord:
 class OutgoingRecord:
     topic: str
     key: bytes | None
-    value: bytes
+    value: bytes | None  # None: a tombstone, which deletes the key from a compacted topic
     headers: Headers = field(default_factory=list)
 
 
@@ -499,8 +499,11 @@ class EventStore:
         self._track_closed(kind, key, envelope.occurred_at)
         self._notify(kind, envelope.aggregate_id, newest_too=True)
 
-    def _notify(self, kind: AggregateKind[Any], aggregate_id: str, *, newest_too: bool = False) -> None:
-        state = self._cache[(kind.name, aggregate_id)].state
+    def _notify(
+        self, kind: AggregateKind[Any], aggregate_id: str, *, newest_too: bool = False, state: Any = None
+    ) -> None:
+        if state is None:
+            state = self._cache[(kind.name, aggregate_id)].state
         for listener in self._listeners:
             listener(kind, aggregate_id, state)
         if newest_too:
@@ -611,6 +614,10 @@ class EventStore:
                     self._next_offset.get(position.partition, 0), position.offset + 1
                 )
         for key, loaded in tx.pending.items():
+            if not loaded.exists:  # a deleted table row
+                self._cache.pop(key, None)
+                self._notify(self._kinds[key[0]], key[1], state=loaded.state)
+                continue
             cached = self._cache.setdefault(key, _Cached(loaded.state, loaded.version))
             cached.state, cached.version = loaded.state, loaded.version
             cached.partition = partitions.get(key, cached.partition)
@@ -700,6 +707,19 @@ class Transaction:
         current = self.load(kind_name, key)
         self.pending[(kind_name, key)] = Loaded(state, current.version + 1)
         self.published.append(OutgoingRecord(kind.changelog_topic, key.encode(), kind.snapshot(state)))
+        self._store._notify_newest(kind, key, state)
+
+    def delete(self, kind_name: str, key: str) -> None:
+        """Drop a table row: a tombstone goes to the changelog, and the key is forgotten once written."""
+        kind = self._store.kind(kind_name)
+        if not kind.is_table:
+            raise TypeError(f"{kind_name} is event-sourced: its events are kept, not deleted")
+        assert kind.changelog_topic is not None
+        if not self.load(kind_name, key).exists:
+            return
+        state = kind.initial(key)
+        self.pending[(kind_name, key)] = Loaded(state, 0)
+        self.published.append(OutgoingRecord(kind.changelog_topic, key.encode(), None))
         self._store._notify_newest(kind, key, state)
 
     def publish(self, topic: str, key: bytes | None, value: bytes, headers: Headers | None = None) -> None:

@@ -96,10 +96,17 @@ def _read_to_end(consumer: Consumer, topic: str, start: Mapping[int, int]) -> It
 
 
 class KafkaEventLog(EventLog):
-    """A context's events topic, written by one transactional producer whose id fences older writers."""
+    """A context's events topic, written by one transactional producer whose id fences older writers.
 
-    def __init__(self, kafka: KafkaSettings, topic: str, snapshot_topic: str, writer_id: str) -> None:
-        self.topic = topic
+    Without topics (``topic`` and ``snapshot_topic`` None) it is the log of a context that keeps
+    only tables (the KPI projections): nothing to replay, and ``topic`` names the writer.
+    """
+
+    def __init__(
+        self, kafka: KafkaSettings, topic: str | None, snapshot_topic: str | None, writer_id: str
+    ) -> None:
+        self.topic = topic or f"{writer_id} (tables only)"
+        self._events_topic = topic
         self._kafka = kafka
         self._snapshot_topic = snapshot_topic
         self._writer_id = writer_id
@@ -110,6 +117,8 @@ class KafkaEventLog(EventLog):
         self._producer.init_transactions(30)
 
     def read_snapshots(self) -> list[snapshot_pb2.PartitionSnapshot]:
+        if self._snapshot_topic is None:
+            return []
         latest: dict[bytes | None, bytes | None] = {}
         for record in self._read(self._snapshot_topic, {}):
             latest[record.key] = record.value
@@ -122,7 +131,9 @@ class KafkaEventLog(EventLog):
         return snapshots
 
     def replay(self, start: Mapping[int, int]) -> Iterator[LogRecord]:
-        return self._read(self.topic, start)
+        if self._events_topic is None:
+            return iter(())
+        return self._read(self._events_topic, start)
 
     def read_table(self, topic: str) -> Iterator[LogRecord]:
         return self._read(topic, {})

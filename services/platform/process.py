@@ -71,7 +71,7 @@ def wall_clock() -> datetime:
 def open_store(
     settings: Settings,
     context: str,
-    topics: tuple[str, str],
+    topics: tuple[str, str] | None,
     registry: EventRegistry,
     kinds: Sequence[AggregateKind[Any]],
     *,
@@ -79,16 +79,17 @@ def open_store(
 ) -> EventStore:
     """A context's store over its (events, snapshots) topics, written as ``<context>-<instance id>``.
 
+    ``topics`` None for a context that keeps only tables (changelogs) and appends no events of its own.
     ``forget_closed`` for contexts with an aggregate per contact, whose closed ones must not pile up.
     """
-    events_topic, snapshots_topic = topics
+    events_topic, snapshots_topic = topics or (None, None)
     log = KafkaEventLog(settings.kafka, events_topic, snapshots_topic, f"{context}-{settings.instance_id}")
     return EventStore(
         log,
         registry,
         kinds,
         clock=wall_clock,
-        snapshot_every=settings.store.snapshot_every,
+        snapshot_every=settings.store.snapshot_every if topics else 0,
         forget_closed_after=settings.store.forget_closed_after if forget_closed else None,
     )
 

@@ -268,12 +268,32 @@ def test_a_table_row_is_put_with_the_unit_and_read_back_after_a_restart(logs: Lo
     assert [agg_id for agg_id, _ in restarted.states("Tally")] == ["t-1"]
 
 
+def test_a_deleted_table_row_is_gone_now_and_after_a_restart(logs: LogFactory) -> None:
+    store = logs.store()
+    with store.transaction() as tx:
+        tx.put("Totals", "apples", 2)
+        tx.put("Totals", "pears", 3)
+    with store.transaction() as tx:
+        tx.delete("Totals", "apples")
+        assert not tx.load("Totals", "apples").exists
+        tx.delete("Totals", "plums")  # never there: nothing to do
+
+    assert not store.load("Totals", "apples").exists
+    assert [key for key, _ in store.states("Totals")] == ["pears"]
+    store.close()
+    restarted = logs.store()
+    assert not restarted.load("Totals", "apples").exists
+    assert restarted.load("Totals", "pears").state == 3
+
+
 def test_a_table_is_put_to_and_an_aggregate_appended_to_never_the_other_way(logs: LogFactory) -> None:
     store = logs.store()
     with pytest.raises(TypeError, match="Totals is a table"), store.transaction() as tx:
         tx.append("Totals", "apples", 0, [tally.ItemAdded(item="apples", quantity=1)], Cause.request("a"))
     with pytest.raises(TypeError, match="Tally is event-sourced"), store.transaction() as tx:
         tx.put("Tally", "t-1", tally.Tally("t-1"))
+    with pytest.raises(TypeError, match="Tally is event-sourced"), store.transaction() as tx:
+        tx.delete("Tally", "t-1")
 
 
 class _Clock:

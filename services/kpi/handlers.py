@@ -1,0 +1,316 @@
+"""The KPI service layer: contexts' events folded into facts, written to ClickHouse once per batch.
+
+The consumer runner hands every event to ``KpiProjector.project`` inside the batch's transaction.
+The folds (``projection``) of the contacts and agents the batch touched are kept for the batch;
+``flush`` (the runner's batch hook) writes their fact rows to ClickHouse in one insert per table and
+puts the folds into their changelog tables (``kpi.contacts.v1``, ``kpi.agents.v1``), which commit
+with the batch's consumed offsets. So:
+
+- a crash before the commit replays the batch from the committed folds: the same rows again, which
+  the ReplacingMergeTree tables (and the insert's deduplication token) keep once;
+- a ClickHouse error raises ``TransientError``: the runner keeps the batch, backs off and retries,
+  so an outage pauses consumption and loses nothing.
+
+The live board follows the committed folds (a store listener), for the gauges, the wallboard and the
+staffing advice.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from callcenter.agents.v1 import events_pb2 as agent_events
+from callcenter.approvals.v1 import events_pb2 as approval_events
+from callcenter.intake.v1 import events_pb2 as intake_events
+from callcenter.routing.v1 import events_pb2 as routing_events
+from callcenter.tickets.v1 import events_pb2 as ticket_events
+
+from services.kpi import projection
+from services.kpi.projection import AGENT, AgentFold, ContactFold, Row
+from services.kpi.store import KpiStoreError
+from services.platform.codec import dataclass_codec
+from services.platform.consumer import TransientError
+from services.platform.envelope import Envelope, EventRegistry
+from services.platform.eventstore import AggregateKind, EventStore, Transaction
+
+log = logging.getLogger(__name__)
+
+CONTACTS, AGENTS = "KpiContact", "KpiAgent"
+CONTACTS_TOPIC, AGENTS_TOPIC = "kpi.contacts.v1", "kpi.agents.v1"
+REACTS_TO = ("contacts.events.v1", "routing.events.v1", "agents.events.v1")
+
+# Fact tables in the order a batch writes them.
+TABLES = ("contact_facts", "offer_facts", "agent_state_intervals", "queue_settings")
+
+
+def registry() -> EventRegistry:
+    """Every event the KPIs read (tickets and approvals too, though no fact is drawn from them yet)."""
+    return EventRegistry.of(intake_events, routing_events, agent_events, ticket_events, approval_events)
+
+
+def kinds() -> list[AggregateKind[Any]]:
+    return [
+        AggregateKind.table(CONTACTS, ContactFold, CONTACTS_TOPIC, *dataclass_codec(ContactFold)),
+        AggregateKind.table(AGENTS, AgentFold, AGENTS_TOPIC, *dataclass_codec(AgentFold)),
+    ]
+
+
+class FactSink(Protocol):
+    """Where fact rows go: the KPI store, or a list in unit tests."""
+
+    def insert(self, table: str, rows: list[Row], dedup_token: str | None = None) -> int: ...
+
+
+@dataclass
+class _Batch:
+    tx: Transaction
+    contacts: dict[str, ContactFold] = field(default_factory=dict)
+    agents: dict[str, AgentFold] = field(default_factory=dict)
+    rows: dict[str, dict[str, Row]] = field(default_factory=lambda: {table: {} for table in TABLES})
+
+    def add(self, table: str, key: str, row: Row) -> None:
+        self.rows[table][key] = row  # the newest row of a fact in the batch is the one written
+
+
+class KpiProjector:
+    """The handler and batch hook of the KPI consumer, over a store of folds and a fact sink."""
+
+    def __init__(
+        self,
+        store: EventStore,
+        sink: FactSink,
+        clock: Callable[[], datetime],
+        retention: timedelta = timedelta(hours=1),
+    ) -> None:
+        self._store = store
+        self._sink = sink
+        self._clock = clock
+        self._retention = retention
+        self._batch: _Batch | None = None
+        self.board = LiveBoard()
+        self._ended: OrderedDict[str, datetime] = OrderedDict()
+        store.add_listener(self._committed)
+        self.rows_written = 0
+
+    def project(self, envelope: Envelope, tx: Transaction) -> None:
+        """The consumer runner's handler: fold one event into the batch's facts."""
+        batch = self._batch_of(tx)
+        if envelope.event_type == "QueueUpserted":
+            row = projection.queue_settings_row(envelope)
+            batch.add("queue_settings", row["queue_id"], row)
+            self.board.configure(row["queue_id"], row["skills"])
+            return
+        if envelope.event_type == "ContactQueued" and envelope.payload.HasField("estimated_wait"):
+            self.board.estimate(envelope.payload.queue_id, envelope.payload.estimated_wait.ToTimedelta())
+        if envelope.aggregate_type == AGENT:
+            self._fold_agent(batch, envelope)
+        contact_id = projection.contact_of(envelope)
+        if contact_id:
+            self._fold_contact(batch, contact_id, envelope)
+
+    def flush(self, tx: Transaction) -> None:
+        """The batch hook: write the batch's facts, put its folds, forget contacts long over."""
+        batch = self._batch_of(tx)
+        for contact_id, fold in batch.contacts.items():
+            for row in projection.contact_rows(fold):
+                batch.add("contact_facts", row["fact_id"], row)
+            tx.put(CONTACTS, contact_id, fold)
+        for agent_id, agent in batch.agents.items():
+            tx.put(AGENTS, agent_id, agent)
+        try:
+            for table in TABLES:
+                rows = list(batch.rows[table].values())
+                if rows:
+                    self.rows_written += self._sink.insert(table, rows)
+        except KpiStoreError as error:
+            raise TransientError(f"writing KPI facts: {error}") from error
+        self._forget_ended(tx)
+        self._batch = None
+
+    def _batch_of(self, tx: Transaction) -> _Batch:
+        # A batch that failed (and is being retried) left its folds behind: start afresh.
+        if self._batch is None or self._batch.tx is not tx:
+            self._batch = _Batch(tx)
+        return self._batch
+
+    def _fold_contact(self, batch: _Batch, contact_id: str, envelope: Envelope) -> None:
+        before = batch.contacts.get(contact_id) or batch.tx.load(CONTACTS, contact_id).state
+        after, offers = projection.fold_contact(before, envelope, self._skill_group_of)
+        if after is before:
+            return
+        batch.contacts[contact_id] = after
+        for offer in offers:
+            batch.add("offer_facts", offer.offer_id, projection.offer_row(offer, contact_id))
+
+    def _fold_agent(self, batch: _Batch, envelope: Envelope) -> None:
+        agent_id = envelope.aggregate_id
+        before = batch.agents.get(agent_id) or batch.tx.load(AGENTS, agent_id).state
+        after, rows = projection.fold_agent(before, envelope)
+        if after is before:
+            return
+        batch.agents[agent_id] = after
+        for row in rows:
+            batch.add("agent_state_intervals", row["interval_id"], row)
+
+    def _skill_group_of(self, agent_id: str) -> str:
+        batch = self._batch
+        agent = batch.agents.get(agent_id) if batch is not None else None
+        return (agent or self._store.load(AGENTS, agent_id).state).skill_group
+
+    def _committed(self, kind: AggregateKind[Any], key: str, state: Any) -> None:
+        if kind.name == CONTACTS:
+            self.board.contact(state)
+            if state.ended_at is not None:
+                self._ended[key] = state.ended_at
+                self._ended.move_to_end(key)
+        elif kind.name == AGENTS:
+            self.board.agent(state)
+
+    def _forget_ended(self, tx: Transaction) -> None:
+        """Drop the folds of contacts over for longer than the retention (a wrap-up left open: twice)."""
+        now, wrapping = self._clock(), []
+        while self._ended:
+            contact_id, ended_at = next(iter(self._ended.items()))
+            if ended_at > now - self._retention:
+                break
+            del self._ended[contact_id]
+            fold = self._store.load(CONTACTS, contact_id).state
+            if fold.closed or ended_at <= now - 2 * self._retention:
+                tx.delete(CONTACTS, contact_id)
+            else:
+                wrapping.append((contact_id, ended_at))
+        for contact_id, ended_at in wrapping:  # looked at again after the next batch
+            self._ended[contact_id] = ended_at
+
+
+@dataclass(frozen=True)
+class QueueGauges:
+    queue_id: str
+    contacts_waiting: int
+    callbacks_waiting: int
+    longest_wait_s: float
+    estimated_wait_s: float
+    agents: dict[str, int]
+
+
+class LiveBoard:
+    """Who waits where and who is in which state, now: the source of the live gauges.
+
+    Fed with committed folds (under the store's lock); read by the gauge writer and the API.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._waiting: dict[str, dict[str, tuple[datetime, bool]]] = {}
+        self._waiting_in: dict[str, str] = {}
+        self._agents: dict[str, AgentFold] = {}
+        self._queue_skills: dict[str, tuple[str, ...]] = {}
+        self._estimates: dict[str, float] = {}
+
+    def configure(self, queue_id: str, skills: list[str]) -> None:
+        with self._lock:
+            self._queue_skills[queue_id] = tuple(skills)
+
+    def estimate(self, queue_id: str, wait: timedelta) -> None:
+        with self._lock:
+            self._estimates[queue_id] = wait.total_seconds()
+
+    def contact(self, fold: ContactFold) -> None:
+        with self._lock:
+            queue_id = self._waiting_in.pop(fold.contact_id, None)
+            if queue_id is not None:
+                self._waiting[queue_id].pop(fold.contact_id, None)
+            visit = fold.visits[-1] if fold.visits else None
+            if visit is None or visit.answered_at is not None or visit.ended_at is not None:
+                return
+            self._waiting.setdefault(visit.queue_id, {})[fold.contact_id] = (visit.queued_at, visit.callback)
+            self._waiting_in[fold.contact_id] = visit.queue_id
+
+    def agent(self, fold: AgentFold) -> None:
+        with self._lock:
+            if fold.logged_in:
+                self._agents[fold.agent_id] = fold
+            else:
+                self._agents.pop(fold.agent_id, None)
+
+    def queues(self, now: datetime) -> list[QueueGauges]:
+        """Every known queue's gauges; agents per state count agents with all of the queue's skills."""
+        with self._lock:
+            names = sorted(set(self._queue_skills) | set(self._waiting))
+            return [self._gauges(queue_id, now) for queue_id in names]
+
+    def skill_groups(self) -> dict[str, dict[str, int]]:
+        with self._lock:
+            groups: dict[str, dict[str, int]] = {}
+            for agent in self._agents.values():
+                for group in agent.skill_groups or ("",):
+                    counts = groups.setdefault(group, {})
+                    counts[agent.state] = counts.get(agent.state, 0) + 1
+            return groups
+
+    def agent_states(self) -> dict[str, int]:
+        with self._lock:
+            counts: dict[str, int] = {}
+            for agent in self._agents.values():
+                counts[agent.state] = counts.get(agent.state, 0) + 1
+            return counts
+
+    def agents_for(self, queue_id: str) -> int:
+        with self._lock:
+            return sum(1 for _ in self._able(queue_id))
+
+    def _able(self, queue_id: str) -> Iterator[AgentFold]:
+        needed = set(self._queue_skills.get(queue_id, ()))
+        return (agent for agent in self._agents.values() if needed <= set(agent.skills))
+
+    def _gauges(self, queue_id: str, now: datetime) -> QueueGauges:
+        waiting = self._waiting.get(queue_id, {})
+        live = [queued_at for queued_at, callback in waiting.values() if not callback]
+        agents: dict[str, int] = {}
+        for agent in self._able(queue_id):
+            agents[agent.state] = agents.get(agent.state, 0) + 1
+        return QueueGauges(
+            queue_id=queue_id,
+            contacts_waiting=len(live),
+            callbacks_waiting=len(waiting) - len(live),
+            longest_wait_s=max(((now - t).total_seconds() for t in live), default=0.0),
+            estimated_wait_s=self._estimates.get(queue_id, 0.0),
+            agents=agents,
+        )
+
+
+AGENT_STATES = ("ready", "not_ready", "reserved", "on_contact", "wrap_up")
+
+
+def gauge_rows(board: LiveBoard, now: datetime) -> list[Row]:
+    """One row per gauge: per queue, per skill group, and for the center."""
+    rows: list[Row] = []
+
+    def add(scope: str, key: str, gauge: str, value: float) -> None:
+        rows.append(
+            {"scope": scope, "queue_id": key, "gauge": gauge, "value": float(value), "measured_at": now}
+        )
+
+    queues = board.queues(now)
+    for queue in queues:
+        add("queue", queue.queue_id, "contacts_waiting", queue.contacts_waiting)
+        add("queue", queue.queue_id, "callbacks_waiting", queue.callbacks_waiting)
+        add("queue", queue.queue_id, "longest_wait_s", round(queue.longest_wait_s, 3))
+        add("queue", queue.queue_id, "estimated_wait_s", queue.estimated_wait_s)
+        for state in AGENT_STATES:
+            add("queue", queue.queue_id, f"agents_{state}", queue.agents.get(state, 0))
+    for group, counts in board.skill_groups().items():
+        for state in AGENT_STATES:
+            add("skill_group", group, f"agents_{state}", counts.get(state, 0))
+    center = board.agent_states()
+    add("center", "", "contacts_waiting", sum(q.contacts_waiting for q in queues))
+    add("center", "", "longest_wait_s", round(max((q.longest_wait_s for q in queues), default=0.0), 3))
+    for state in AGENT_STATES:
+        add("center", "", f"agents_{state}", center.get(state, 0))
+    return rows
