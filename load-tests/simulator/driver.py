@@ -67,8 +67,10 @@ class Contact:
     phase: str = "ivr"
     agent_id: str = ""
     offer_id: str = ""
+    queued_at: datetime | None = None
     answered_at: datetime | None = None
     ended_at: datetime | None = None
+    wrapped_at: datetime | None = None
     outcome: str = ""
     offers: int = 0
     transferred: bool = False
@@ -83,8 +85,10 @@ class Contact:
             "contact_id": self.contact_id,
             "queue_id": self.queue_id,
             "arrived_at": self.arrived_at.isoformat(),
+            "queued_at": self.queued_at.isoformat() if self.queued_at else None,
             "answered_at": self.answered_at.isoformat() if self.answered_at else None,
             "ended_at": self.ended_at.isoformat() if self.ended_at else None,
+            "wrapped_at": self.wrapped_at.isoformat() if self.wrapped_at else None,
             "outcome": self.outcome,
             "agent_id": self.agent_id,
             "offers": self.offers,
@@ -394,7 +398,7 @@ class Simulation:
             selection=str(1 + [q.queue_id for q in self.scenario.queues].index(contact.queue_id)),
             queue_id=contact.queue_id,
         )
-        contact.phase = "queued"
+        contact.phase, contact.queued_at = "queued", _now()
         self.call(self.intake.RecordIvrSelection, selection)
         self.later(caller.patience_s, lambda: self._patience_runs_out(contact))
 
@@ -528,6 +532,7 @@ class Simulation:
             )
 
     def _complete_wrap_up(self, agent: Agent, contact_id: str, attempts: int) -> None:
+        # The wrap-up a desktop completes ends when the agents service accepts it.
         if agent.phase != "wrap_up":
             return
         request = agents_pb.CompleteWrapUpRequest(
@@ -544,7 +549,13 @@ class Simulation:
             else:
                 self._ready(agent)
 
-        self.call(self.desktops.CompleteWrapUp, request, then=lambda _: self._ready(agent), failed=retry)
+        def wrapped(_: object) -> None:
+            contact = self.contacts.get(contact_id)
+            if contact is not None:
+                contact.wrapped_at = _now()
+            self._ready(agent)
+
+        self.call(self.desktops.CompleteWrapUp, request, then=wrapped, failed=retry)
 
     def _back_after_missing(self, agent: Agent) -> None:
         if agent.phase != "offered":
