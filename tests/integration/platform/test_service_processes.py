@@ -94,15 +94,16 @@ def _health(port: int) -> int:
         return health_pb2_grpc.HealthStub(channel).Check(request, timeout=10, wait_for_ready=True).status
 
 
-SERVICES = ["services.intake.main", "services.routing.main", "services.agents.main"]
+SERVICES = ["services.intake.main", "services.routing.main", "services.agents.main", "services.kpi.main"]
 
 
 @pytest.mark.parametrize("module", SERVICES)
-def test_a_service_serves_health_and_exits_cleanly_on_sigterm(kafka_broker, start_service, module):
+def test_a_service_serves_health_and_exits_cleanly_on_sigterm(kafka_broker, start_service, module, tmp_path):
     service = start_service(
         module,
         {
             "CC_GRPC__ADDRESS": "127.0.0.1:0",
+            "CC_CLICKHOUSE__DATA_DIR": str(tmp_path / "clickhouse"),
             "CC_HTTP__ADDRESS": "127.0.0.1:0",
             "CC_KAFKA__BOOTSTRAP_SERVERS": kafka_broker.bootstrap_servers,
             "CC_TELEMETRY__EXPORTER": "none",
