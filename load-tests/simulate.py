@@ -5,7 +5,8 @@
 
 The scenario is seeded: the same seed asks the system the same questions in the same order. At the
 end it prints the outcome tally and each service's memory, and writes every contact's ground truth
-to ``--truth`` (JSON lines) for comparison with the KPIs.
+to ``--truth`` (JSON lines) for comparison with the KPIs, and the run's intraday KPIs from the KPI
+service to ``--report`` (HTML: per queue, per minute, or per 15 minutes for runs over two hours).
 """
 
 from __future__ import annotations
@@ -15,11 +16,16 @@ import signal
 import sys
 import threading
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 
+import grpc
+from callcenter.kpi.v1 import service_pb2 as kpi_pb
+from callcenter.kpi.v1 import service_pb2_grpc as kpi_grpc
 from rich.console import Console
 from rich.live import Live
 from simulator.driver import Endpoints, Simulation
+from simulator.report import fetch, write_report
 from simulator.scenario import Scenario
 from simulator.wallboard import MemoryWatch, render
 
@@ -37,6 +43,7 @@ def main() -> int:
     parser.add_argument("--start-services", action="store_true", help="start the local services for the run")
     parser.add_argument("--no-view", action="store_true", help="no live wallboard, just the summary")
     parser.add_argument("--truth", type=Path, default=DEFAULT_DATA_DIR / "simulator" / "truth.jsonl")
+    parser.add_argument("--report", type=Path, default=DEFAULT_DATA_DIR / "simulator" / "report.html")
     parser.add_argument(
         "--forget-after-s",
         type=float,
@@ -67,7 +74,9 @@ def main() -> int:
             launcher.stop_all(running)
             return 1
     addresses = launcher.addresses()
-    endpoints = Endpoints(addresses["intake"], addresses["routing"], addresses["agents"], Settings().kafka)
+    endpoints = Endpoints(
+        addresses["intake"], addresses["routing"], addresses["agents"], Settings().kafka, kpi=addresses["kpi"]
+    )
     memory = MemoryWatch({item.service.name: item.process.pid for item in running})
     sim = Simulation(scenario, endpoints)
     console.print(
@@ -75,6 +84,7 @@ def main() -> int:
         f"{scenario.duration_s:.0f} s, {scenario.agents} agents, queues "
         + ", ".join(q.queue_id for q in scenario.queues)
     )
+    began = datetime.now(UTC)
     try:
         sim.setup()
         if args.no_view:
@@ -85,12 +95,34 @@ def main() -> int:
         final = render(sim, memory)
         sim.teardown()
         sim.write_truth(args.truth)
+        report = _report(sim, began, args.report, console)
     finally:
         if running:
             launcher.stop_all(running)
     console.print(final)
     console.print(f"ground truth of {len(sim.contacts)} contacts in {args.truth}")
+    if report:
+        console.print(f"intraday KPIs of the run in {args.report}")
     return 0
+
+
+def _report(sim: Simulation, began: datetime, path: Path, console: Console) -> bool:
+    """The run's intraday KPIs from the KPI service, once it has caught up with the last events."""
+    if not sim.endpoints.kpi:
+        return False
+    threading.Event().wait(3.0)  # KPI freshness is well under a second; leave room for a slow machine
+    ended = datetime.now(UTC)
+    interval = (
+        kpi_pb.INTERVAL_MINUTE if (ended - began).total_seconds() < 7200 else kpi_pb.INTERVAL_FIFTEEN_MINUTES
+    )
+    try:
+        with grpc.insecure_channel(sim.endpoints.kpi) as channel:
+            rows = fetch(kpi_grpc.KpiServiceStub(channel), began, ended, interval)
+    except grpc.RpcError as error:
+        console.print(f"[red]no KPI report: the KPI service answered {error.code().name}: {error.details()}")
+        return False
+    write_report(rows, f"Run {sim.run_id}: intraday KPIs per queue", path)
+    return True
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ from callcenter.common.v1 import types_pb2
 from callcenter.intake.v1 import events_pb2 as intake_ev
 from callcenter.intake.v1 import service_pb2 as intake_pb
 from callcenter.intake.v1 import service_pb2_grpc as intake_grpc
+from callcenter.kpi.v1 import service_pb2_grpc as kpi_grpc
 from callcenter.routing.v1 import events_pb2 as routing_ev
 from callcenter.routing.v1 import service_pb2 as routing_pb
 from callcenter.routing.v1 import service_pb2_grpc as routing_grpc
@@ -54,6 +55,7 @@ class Endpoints:
     routing: str
     agents: str
     kafka: KafkaSettings
+    kpi: str = ""  # the KPI service, for the wallboard and the report; none when empty
 
 
 @dataclass
@@ -141,6 +143,10 @@ class Simulation:
         self.intake = intake_grpc.IntakeServiceStub(self._channels[0])
         self.routing = routing_grpc.RoutingServiceStub(self._channels[1])
         self.desktops = agents_grpc.AgentsServiceStub(self._channels[2])
+        self.kpis: kpi_grpc.KpiServiceStub | None = None
+        if endpoints.kpi:
+            self._channels.append(grpc.insecure_channel(endpoints.kpi))
+            self.kpis = kpi_grpc.KpiServiceStub(self._channels[-1])
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sim-grpc")
         self._inbox: queue.Queue[Callable[[], None]] = queue.Queue()
         self._timers: list[tuple[float, int, Callable[[], None]]] = []

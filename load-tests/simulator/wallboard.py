@@ -1,7 +1,8 @@
-"""The live terminal view of a running simulation: queues, agents per state, outcomes, service memory.
+"""The live terminal view of a running simulation: queues, agents per state, KPIs, outcomes, memory.
 
 Queue figures come from routing's GetQueueStatus and agent states from agents' ListAgents, the same
-APIs a supervisor's tool would use; outcomes are the simulator's own tally.
+APIs a supervisor's tool would use; the KPI table from the KPI service's Wallboard and StaffingAdvice
+(the numbers Grafana shows); outcomes are the simulator's own tally.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 import grpc
 from callcenter.agents.v1 import events_pb2 as agent_ev
 from callcenter.agents.v1 import service_pb2 as agents_pb
+from callcenter.kpi.v1 import service_pb2 as kpi_pb
 from callcenter.routing.v1 import service_pb2 as routing_pb
 from rich.console import Group
 from rich.table import Table
@@ -54,6 +56,33 @@ class MemoryWatch:
 
 def _seconds(duration) -> str:
     return f"{duration.seconds + duration.nanos / 1e9:.0f}s"
+
+
+def kpi_table(sim: Simulation) -> Table:
+    """Today per queue from the KPI service: offered, abandoned, service level, staffing advice."""
+    table = Table(title="KPIs today (kpi service)", expand=True)
+    for column in ("queue", "offered", "abandoned", "SL today", "waiting", "agents needed", "logged in"):
+        table.add_column(column, justify="right" if column != "queue" else "left")
+    assert sim.kpis is not None
+    try:
+        board = sim.kpis.Wallboard(kpi_pb.WallboardRequest(), timeout=2)
+        advice = sim.kpis.StaffingAdvice(kpi_pb.StaffingAdviceRequest(), timeout=2).advice
+    except grpc.RpcError as error:
+        table.add_row(f"[red]{error.code().name}", *[""] * 6)
+        return table
+    needed = {item.queue_id: item for item in advice}
+    for queue in board.queues:
+        staffing = needed.get(queue.queue_id)
+        table.add_row(
+            queue.queue_id,
+            str(queue.offered_today),
+            str(queue.abandoned_today),
+            f"{queue.service_level_today:.0%}",
+            str(queue.waiting),
+            str(staffing.agents_needed) if staffing else "-",
+            str(staffing.agents_logged_in) if staffing else "-",
+        )
+    return table
 
 
 def render(sim: Simulation, memory: MemoryWatch | None = None) -> Group:
@@ -133,7 +162,10 @@ def render(sim: Simulation, memory: MemoryWatch | None = None) -> Group:
 
     side_by_side = Table.grid(padding=(0, 4))
     side_by_side.add_row(agents, outcomes)
-    parts: list = [header, queues, side_by_side]
+    parts: list = [header, queues]
+    if sim.kpis is not None:
+        parts.append(kpi_table(sim))
+    parts.append(side_by_side)
     if memory is not None:
         memory.sample(elapsed)
         table = Table(title="service memory (RSS, MiB)", expand=True)
