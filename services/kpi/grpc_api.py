@@ -17,7 +17,12 @@ _SCOPES = {
     pb.SCOPE_AGENT: "agent",
     pb.SCOPE_CHANNEL: "channel",
 }
-_GRAINS = {pb.INTERVAL_MINUTE: 60, pb.INTERVAL_FIFTEEN_MINUTES: 900, pb.INTERVAL_HOUR: 3600, pb.INTERVAL_DAY: 86400}
+_GRAINS = {
+    pb.INTERVAL_MINUTE: 60,
+    pb.INTERVAL_FIFTEEN_MINUTES: 900,
+    pb.INTERVAL_HOUR: 3600,
+    pb.INTERVAL_DAY: 86400,
+}
 
 
 class KpiServicer(service_pb2_grpc.KpiServiceServicer):

@@ -32,7 +32,7 @@ from callcenter.routing.v1 import events_pb2 as routing_events
 from callcenter.tickets.v1 import events_pb2 as ticket_events
 
 from services.kpi import projection
-from services.kpi.projection import AGENT, AgentFold, ContactFold, Row
+from services.kpi.projection import AGENT, AgentFold, ContactFold, QueueFold, Row
 from services.kpi.store import KpiStoreError
 from services.platform.codec import dataclass_codec
 from services.platform.consumer import TransientError
@@ -41,8 +41,8 @@ from services.platform.eventstore import AggregateKind, EventStore, Transaction
 
 log = logging.getLogger(__name__)
 
-CONTACTS, AGENTS = "KpiContact", "KpiAgent"
-CONTACTS_TOPIC, AGENTS_TOPIC = "kpi.contacts.v1", "kpi.agents.v1"
+CONTACTS, AGENTS, QUEUES = "KpiContact", "KpiAgent", "KpiQueue"
+CONTACTS_TOPIC, AGENTS_TOPIC, QUEUES_TOPIC = "kpi.contacts.v1", "kpi.agents.v1", "kpi.queues.v1"
 REACTS_TO = ("contacts.events.v1", "routing.events.v1", "agents.events.v1")
 
 # Fact tables in the order a batch writes them.
@@ -54,10 +54,15 @@ def registry() -> EventRegistry:
     return EventRegistry.of(intake_events, routing_events, agent_events, ticket_events, approval_events)
 
 
-def kinds() -> list[AggregateKind[Any]]:
+def kinds(
+    topics: tuple[str, str, str] = (CONTACTS_TOPIC, AGENTS_TOPIC, QUEUES_TOPIC),
+) -> list[AggregateKind[Any]]:
+    """The folds' changelog tables (other ``topics`` keep a benchmark's folds apart)."""
+    contacts, agents, queues = topics
     return [
-        AggregateKind.table(CONTACTS, ContactFold, CONTACTS_TOPIC, *dataclass_codec(ContactFold)),
-        AggregateKind.table(AGENTS, AgentFold, AGENTS_TOPIC, *dataclass_codec(AgentFold)),
+        AggregateKind.table(CONTACTS, ContactFold, contacts, *dataclass_codec(ContactFold)),
+        AggregateKind.table(AGENTS, AgentFold, agents, *dataclass_codec(AgentFold)),
+        AggregateKind.table(QUEUES, QueueFold, queues, *dataclass_codec(QueueFold)),
     ]
 
 
@@ -104,7 +109,7 @@ class KpiProjector:
         if envelope.event_type == "QueueUpserted":
             row = projection.queue_settings_row(envelope)
             batch.add("queue_settings", row["queue_id"], row)
-            self.board.configure(row["queue_id"], row["skills"])
+            tx.put(QUEUES, row["queue_id"], QueueFold(row["queue_id"], tuple(row["skills"])))
             return
         if envelope.event_type == "ContactQueued" and envelope.payload.HasField("estimated_wait"):
             self.board.estimate(envelope.payload.queue_id, envelope.payload.estimated_wait.ToTimedelta())
@@ -118,7 +123,7 @@ class KpiProjector:
         """The batch hook: write the batch's facts, put its folds, forget contacts long over."""
         batch = self._batch_of(tx)
         for contact_id, fold in batch.contacts.items():
-            for row in projection.contact_rows(fold):
+            for row in projection.contact_rows(fold, self._skill_group_of):
                 batch.add("contact_facts", row["fact_id"], row)
             tx.put(CONTACTS, contact_id, fold)
         for agent_id, agent in batch.agents.items():
@@ -171,6 +176,8 @@ class KpiProjector:
                 self._ended.move_to_end(key)
         elif kind.name == AGENTS:
             self.board.agent(state)
+        elif kind.name == QUEUES:
+            self.board.configure(key, list(state.skills))
 
     def _forget_ended(self, tx: Transaction) -> None:
         """Drop the folds of contacts over for longer than the retention (a wrap-up left open: twice)."""

@@ -336,8 +336,12 @@ def _with_visit(fold: ContactFold, change: Callable[[Visit], Visit]) -> ContactF
     return replace(fold, visits=(*fold.visits[:-1], change(fold.visits[-1])))
 
 
-def contact_rows(fold: ContactFold) -> list[Row]:
-    """The contact's facts: visit 0 (the contact) and one per queue visit; none before its arrival."""
+def contact_rows(fold: ContactFold, skill_group_of: Callable[[str], str] = lambda _agent: "") -> list[Row]:
+    """The contact's facts: visit 0 (the contact) and one per queue visit; none before its arrival.
+
+    A visit answered before its agent's skills were folded (topics read in another order) takes the
+    agent's skill group from ``skill_group_of`` now.
+    """
     if fold.arrival is None:
         return []
     if fold.self_service:
@@ -367,7 +371,7 @@ def contact_rows(fold: ContactFold) -> list[Row]:
                 wrap_s=round(_seconds(leg.wrap_started_at, leg.wrap_ended_at), 3) if answered else 0.0,
                 outcome=visit.outcome,
                 agent_id=visit.agent_id,
-                skill_group=visit.skill_group,
+                skill_group=visit.skill_group or (skill_group_of(visit.agent_id) if visit.agent_id else ""),
                 priority=min(visit.priority, 255),
                 escalation_step=min(visit.escalation_step, 255),
                 offers=visit.offers,
@@ -445,6 +449,7 @@ class AgentFold:
     since: datetime | None = None
     queue_id: str = ""
     contact_id: str = ""
+    interval_group: str = ""  # the skill group when the current interval began
 
     @property
     def skill_group(self) -> str:
@@ -486,6 +491,7 @@ def fold_agent(fold: AgentFold, envelope: Envelope) -> tuple[AgentFold, list[Row
                 queue_id=event.queue_id,
                 contact_id=event.contact_id,
             )
+            fold = replace(fold, interval_group=fold.skill_group)
             if fold.logged_in:
                 rows.append(_interval_row(fold, ended_at=None))
             return fold, rows
@@ -503,13 +509,22 @@ def _interval_row(fold: AgentFold, ended_at: datetime | None) -> Row:
         "ended_at": ended_at,
         "duration_s": round(_seconds(fold.since, ended_at), 3),
         "queue_id": fold.queue_id,
-        "skill_group": fold.skill_group,
+        "skill_group": fold.interval_group,
         "contact_id": fold.contact_id,
         "version": 2 if ended_at is not None else 1,
     }
 
 
 # queues -------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class QueueFold:
+    """What the live board needs of a queue: the skills its contacts need."""
+
+    queue_id: str
+    skills: tuple[str, ...] = ()
+
 
 DEFAULT_SERVICE_LEVEL_S = 20.0
 DEFAULT_SERVICE_LEVEL_PERCENT = 80

@@ -86,7 +86,9 @@ class KpiService:
                 key = row.pop(key_column)
                 row.pop("agent_id", None)
                 row.pop("skill_group", None)
-                rows.setdefault((key, row["interval_start"]), {"key": key}).update(row)
+                slot = rows.setdefault((key, row["interval_start"]), {"key": key})
+                # handled and AHT by queue entry (the contact view) stay; the agents' time is added
+                slot.update({name: value for name, value in row.items() if name not in slot})
         wanted = set(keys)
         return sorted(
             (row for row in rows.values() if not wanted or row["key"] in wanted),

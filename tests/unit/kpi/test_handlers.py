@@ -1,0 +1,483 @@
+"""The KPI projector through the consumer runner over in-memory fakes: facts per batch, folds kept in
+changelog tables across restarts and retries, old contacts forgotten, and the live board."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+from callcenter.routing.v1 import events_pb2 as routing_ev
+
+from services.kpi.handlers import (
+    AGENTS,
+    CONTACTS,
+    CONTACTS_TOPIC,
+    REACTS_TO,
+    KpiProjector,
+    gauge_rows,
+    kinds,
+    registry,
+)
+from services.kpi.projection import Row
+from services.kpi.store import KpiStoreError
+from services.platform.consumer import ConsumerRunner
+from services.platform.envelope import Envelope, encode
+from services.platform.eventstore import EventStore, OutgoingRecord
+from tests.support.center import T0, Clock
+from tests.support.memory import InMemoryBroker, InMemoryEventLog, InMemorySource
+from tests.unit.kpi.events import (
+    STATE,
+    TOPIC_OF,
+    Call,
+    agent,
+    answered_call,
+    connected,
+    contact,
+    duration,
+    ended,
+    entry,
+    logged_in,
+    logged_out,
+    queue,
+    queue_upserted,
+    queued,
+    started,
+    state_changed,
+)
+
+READY, NOT_READY = STATE.AGENT_STATE_READY, STATE.AGENT_STATE_NOT_READY
+RESERVED, ON_CONTACT = STATE.AGENT_STATE_RESERVED, STATE.AGENT_STATE_ON_CONTACT
+LOGGED_OUT = STATE.AGENT_STATE_LOGGED_OUT
+
+
+def t(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+KEYS = {"contact_facts": "fact_id", "offer_facts": "offer_id", "agent_state_intervals": "interval_id"}
+
+
+class ListSink:
+    """The KPI store as a list of inserts; it refuses a table's inserts while told to."""
+
+    def __init__(self) -> None:
+        self.inserts: list[tuple[str, list[Row]]] = []
+        self.refusing: dict[str, int] = {}
+
+    def refuse(self, table: str, times: int) -> None:
+        self.refusing[table] = times
+
+    def insert(self, table: str, rows: list[Row], dedup_token: str | None = None) -> int:
+        if self.refusing.get(table):
+            self.refusing[table] -= 1
+            raise KpiStoreError("Code: 210. Connection refused", code=210)
+        self.inserts.append((table, [dict(row) for row in rows]))
+        return len(rows)
+
+    def tables(self) -> list[str]:
+        return [table for table, _ in self.inserts]
+
+    def final(self, table: str) -> dict[str, Row]:
+        """What a FINAL read gives: per fact, its row of the highest version (the later insert on a tie)."""
+        newest: dict[str, Row] = {}
+        for name, rows in self.inserts:
+            for row in rows if name == table else ():
+                key = row[KEYS.get(table, "queue_id")]
+                if key not in newest or row["version"] >= newest[key]["version"]:
+                    newest[key] = row
+        return newest
+
+
+class Kpi:
+    """The KPI consumer as main.py wires it, over an in-memory broker shared by its restarts."""
+
+    def __init__(
+        self,
+        broker: InMemoryBroker | None = None,
+        sink: ListSink | None = None,
+        clock: Clock | None = None,
+        retention: timedelta = timedelta(hours=1),
+    ) -> None:
+        self.broker = broker or InMemoryBroker()
+        self.sink = sink or ListSink()
+        self.clock = clock or Clock(T0)
+        self.retention = retention
+        log = InMemoryEventLog(self.broker, "kpi.events.v1", "kpi.snapshots.v1", "kpi")
+        self.store = EventStore(log, registry(), kinds(), clock=self.clock)
+        self.projector = KpiProjector(self.store, self.sink, self.clock, retention=retention)
+        self.board = self.projector.board
+        self.store.start()
+        source = InMemorySource(self.broker, "kpi", REACTS_TO)
+        self.runner = ConsumerRunner(
+            "kpi", source, self.store, registry(), self.projector.project, after_batch=self.projector.flush
+        )
+
+    def publish(self, *envelopes: Envelope) -> None:
+        for envelope in envelopes:
+            key, value, headers = encode(envelope)
+            self.broker.write(OutgoingRecord(TOPIC_OF[envelope.aggregate_type], key, value, headers))
+
+    def run(self, *envelopes: Envelope) -> int:
+        """Publish the events, then handle everything unread in one batch."""
+        self.publish(*envelopes)
+        return self.runner.run_once()
+
+    def restarted(self, sink: ListSink | None = None) -> Kpi:
+        return Kpi(self.broker, sink or self.sink, self.clock, self.retention)
+
+    def knows(self, contact_id: str) -> bool:
+        return self.store.load(CONTACTS, contact_id).exists
+
+
+def agent_a1_before(call: Call) -> list[Envelope]:
+    """a-1 logs in (billing, sales) and is offered and connected to the call, before its wrap-up."""
+    a = agent("a-1")
+    on_c1 = {"contact_id": call.contact_id, "queue_id": "billing"}
+    return [
+        a.at(-60, logged_in("a-1", ("billing",), ("billing", "sales"))),
+        a.at(-60, state_changed("a-1", LOGGED_OUT, READY)),
+        a.at(12, state_changed("a-1", READY, RESERVED, **on_c1)),
+        a.at(19, state_changed("a-1", RESERVED, ON_CONTACT, **on_c1)),
+    ]
+
+
+def reference(*batches: Sequence[Envelope]) -> ListSink:
+    """The facts of the events written once, each batch in turn, by a consumer that never failed."""
+    kpi = Kpi()
+    for batch in batches:
+        kpi.run(*batch)
+    return kpi.sink
+
+
+# facts per batch ----------------------------------------------------------------------------------
+
+
+def test_a_batch_writes_each_table_once_with_the_newest_row_of_each_fact() -> None:
+    kpi, call = Kpi(), answered_call()
+    kpi.run(*agent_a1_before(call)[:2])
+    kpi.sink.inserts.clear()
+
+    kpi.run(*agent_a1_before(call)[2:], *call.all)
+
+    assert kpi.sink.tables() == ["contact_facts", "offer_facts", "agent_state_intervals"]
+    contact_facts, offer_facts, intervals = (rows for _, rows in kpi.sink.inserts)
+    assert [(row["fact_id"], row["version"], row["outcome"]) for row in contact_facts] == [
+        ("c-1:0", 13, "routed"),
+        ("c-1:1", 13, "answered"),
+    ]
+    assert (contact_facts[1]["talk_s"], contact_facts[1]["wrap_s"], contact_facts[1]["skill_group"]) == (
+        105.0,
+        30.0,
+        "billing",
+    )
+    assert [(row["offer_id"], row["outcome"], row["version"]) for row in offer_facts] == [
+        ("c-1:o-1", "accepted", 2)
+    ]
+    assert [(row["state"], row["version"]) for row in intervals] == [
+        ("ready", 2),
+        ("reserved", 2),
+        ("on_contact", 2),
+        ("wrap_up", 1),
+    ], "the interval opened and closed in the batch is written once, closed"
+
+
+def test_each_batch_writes_the_facts_its_events_changed() -> None:
+    kpi, call = Kpi(), answered_call()
+    kpi.run(*call.intake[:3], *call.routing[:2])
+    first = len(kpi.sink.inserts)
+
+    kpi.run(*call.routing[2:])
+
+    assert first == 2, "contact_facts and offer_facts"
+    assert kpi.sink.tables()[first:] == ["contact_facts", "offer_facts"]
+    assert [row["version"] for row in kpi.sink.inserts[first][1]] == [7, 7]
+
+
+def test_an_event_delivered_again_in_a_later_batch_writes_nothing() -> None:
+    kpi, call = Kpi(), answered_call()
+    kpi.run(*call.all)
+    written = len(kpi.sink.inserts)
+
+    kpi.run(call.intake[-1], call.routing[1], call.agents[0])
+
+    assert kpi.runner.stats.handled == 16, "the runner hands them on: the folds know them already"
+    assert len(kpi.sink.inserts) == written
+    assert kpi.store.load(CONTACTS, "c-1").state.version == 13
+
+
+# restarts, redeliveries and retries ---------------------------------------------------------------
+
+
+def test_the_folds_survive_a_restart_and_a_later_event_continues_the_facts() -> None:
+    call = answered_call()
+    first_part = [*agent_a1_before(call), *call.intake[:4], *call.routing]
+    kpi = Kpi()
+    kpi.run(*first_part)
+
+    restarted = kpi.restarted(ListSink())
+    restarted.run(*call.intake[4:], *call.agents)
+
+    expected = reference(first_part, [*call.intake[4:], *call.agents])
+    assert restarted.sink.final("contact_facts") == expected.final("contact_facts")
+    assert restarted.sink.final("contact_facts")["c-1:1"]["talk_s"] == 105.0
+    assert restarted.sink.final("contact_facts")["c-1:1"]["version"] == 13
+    closed = restarted.sink.final("agent_state_intervals")
+    opened = kpi.sink.final("agent_state_intervals")
+    [on_contact] = [key for key, row in opened.items() if row["state"] == "on_contact"]
+    assert (opened[on_contact]["version"], closed[on_contact]["version"]) == (1, 2)
+    assert closed[on_contact]["duration_s"] == 121.0
+
+
+def test_a_batch_whose_commit_failed_is_written_again_with_the_same_rows_and_versions() -> None:
+    kpi, call = Kpi(), answered_call()
+    kpi.broker.failures.append(RuntimeError("the broker aborted the transaction"))
+
+    kpi.run(*call.all)
+
+    assert kpi.runner.stats.retries == 1
+    half = len(kpi.sink.inserts) // 2
+    assert kpi.sink.tables() == ["contact_facts", "offer_facts", "agent_state_intervals"] * 2
+    assert kpi.sink.inserts[:half] == kpi.sink.inserts[half:]
+    assert kpi.sink.final("contact_facts") == reference(call.all).final("contact_facts")
+
+
+def test_a_batch_redelivered_after_a_crash_before_its_commit_doubles_no_fact() -> None:
+    kpi, call = Kpi(), answered_call()
+    events = [*agent_a1_before(call), *call.all]
+    kpi.broker.failures.append(RuntimeError("the process died before the commit"))
+    stopping = threading.Event()
+    stopping.set()
+    kpi.publish(*events)
+    kpi.runner.run_once(stopping)
+    crashed = list(kpi.sink.inserts)
+
+    kpi.restarted().runner.run_once()
+
+    assert crashed, "the first delivery reached the sink before its commit failed"
+    assert kpi.sink.inserts[len(crashed) :] == crashed
+    expected = reference(events)
+    for table in ("contact_facts", "offer_facts", "agent_state_intervals"):
+        assert kpi.sink.final(table) == expected.final(table)
+
+
+def test_a_refusing_kpi_store_makes_the_runner_retry_and_the_rows_written_after_are_complete() -> None:
+    kpi, call = Kpi(), answered_call()
+    events = [*agent_a1_before(call), *call.all]
+    kpi.sink.refuse("offer_facts", times=2)
+
+    kpi.run(*events)
+
+    assert kpi.runner.stats.retries == 2
+    assert kpi.sink.tables() == ["contact_facts"] * 3 + ["offer_facts", "agent_state_intervals"]
+    expected = reference(events)
+    assert kpi.sink.inserts[2:] == expected.inserts
+    assert sum(kpi.broker.group_offsets["kpi"].values()) == len(events), "committed once, after the write"
+    assert kpi.store.load(CONTACTS, "c-1").state.version == 13
+
+
+def test_while_the_kpi_store_refuses_nothing_is_committed() -> None:
+    kpi, call = Kpi(), answered_call()
+    kpi.sink.refuse("contact_facts", times=1)
+    stopping = threading.Event()
+    stopping.set()
+    kpi.publish(*call.all)
+
+    kpi.runner.run_once(stopping)
+
+    assert kpi.broker.group_offsets.get("kpi") is None
+    assert not kpi.knows("c-1")
+    assert kpi.restarted().run() == 13, "a new member reads the whole batch again"
+
+
+# forgetting ended contacts ------------------------------------------------------------------------
+
+
+def test_a_contact_ended_longer_than_the_retention_ago_is_deleted_from_the_table() -> None:
+    kpi, c1 = Kpi(), contact("c-1")
+    kpi.run(c1.at(0, started("c-1")), c1.at(10, ended("c-1")))
+
+    kpi.clock.now = T0 + timedelta(seconds=10) + timedelta(hours=1) - timedelta(seconds=1)
+    kpi.run(contact("c-2").at(3600, started("c-2")))
+    kept = kpi.knows("c-1")
+    kpi.clock.now += timedelta(seconds=2)
+    kpi.run(contact("c-3").at(3611, started("c-3")))
+
+    assert kept
+    assert not kpi.knows("c-1")
+    assert kpi.knows("c-2") and kpi.knows("c-3")
+    changelog = [record for record in kpi.broker.records(CONTACTS_TOPIC) if record.key == b"c-1"]
+    assert changelog[-1].value is None, "a tombstone on the changelog"
+    assert not kpi.restarted().knows("c-1")
+
+
+def test_a_contact_still_in_wrap_up_is_kept_until_twice_the_retention() -> None:
+    kpi, call = Kpi(), answered_call()
+    kpi.run(*call.intake, *call.routing, call.agents[0])
+    end = T0 + timedelta(seconds=140)
+
+    kpi.clock.now = end + timedelta(hours=1, minutes=30)
+    kpi.run(contact("c-2").at(5540, started("c-2")))
+    kept = kpi.knows("c-1")
+    kpi.clock.now = end + timedelta(hours=2, seconds=1)
+    kpi.run(contact("c-3").at(7341, started("c-3")))
+
+    assert kept
+    assert not kpi.knows("c-1")
+
+
+def test_a_contact_whose_wrap_up_ended_late_is_deleted_once_the_retention_is_over() -> None:
+    kpi, call = Kpi(), answered_call()
+    kpi.run(*call.intake, *call.routing, call.agents[0])
+    end = T0 + timedelta(seconds=140)
+    kpi.clock.now = end + timedelta(hours=1, minutes=1)
+    kpi.run(call.agents[1])
+    kpi.clock.now += timedelta(minutes=1)
+
+    kpi.run(contact("c-2").at(3800, started("c-2")))
+
+    assert not kpi.knows("c-1")
+
+
+# the live board -----------------------------------------------------------------------------------
+
+
+def test_the_board_shows_who_waits_per_queue_with_the_longest_wait_and_callbacks_apart() -> None:
+    kpi = Kpi()
+    c4 = entry("c-4")
+    kpi.run(
+        entry("c-1").at(0, queued("c-1", "billing", estimated_wait=duration(45))),
+        entry("c-2").at(30, queued("c-2", "billing")),
+        entry("c-3").at(40, queued("c-3", "sales")),
+        c4.at(-100, queued("c-4", "billing")),
+        c4.at(-90, routing_ev.CallbackScheduled(contact_id="c-4", queue_id="billing")),
+    )
+
+    billing, sales = kpi.board.queues(t(60))
+
+    assert (billing.queue_id, billing.contacts_waiting, billing.callbacks_waiting) == ("billing", 2, 1)
+    assert (billing.longest_wait_s, billing.estimated_wait_s) == (60.0, 45.0)
+    assert (sales.queue_id, sales.contacts_waiting, sales.longest_wait_s) == ("sales", 1, 20.0)
+
+
+def test_a_contact_leaves_the_board_when_answered_or_abandoned() -> None:
+    kpi, c1, c2 = Kpi(), entry("c-1"), entry("c-2")
+    kpi.run(c1.at(0, queued("c-1", "billing")), c2.at(30, queued("c-2", "billing")))
+
+    kpi.run(c1.at(70, connected("c-1", "billing", "a-1", waited=70)))
+    [after_answer] = kpi.board.queues(t(80))
+    gave_up = routing_ev.ContactAbandoned(contact_id="c-2", queue_id="billing", waited=duration(60))
+    kpi.run(c2.at(90, gave_up))
+    [after_abandon] = kpi.board.queues(t(100))
+
+    assert (after_answer.contacts_waiting, after_answer.longest_wait_s) == (1, 50.0)
+    assert (after_abandon.contacts_waiting, after_abandon.longest_wait_s) == (0, 0.0)
+
+
+def staffed_billing() -> list[Envelope]:
+    """billing needs billing and english; a-1 has both (ready), a-2 only billing (ready), a-3 both and
+    french (not ready), a-4 both but logged out again."""
+    streams = {name: agent(name) for name in ("a-1", "a-2", "a-3", "a-4")}
+    abilities = {
+        "a-1": ("billing", "english"),
+        "a-2": ("billing",),
+        "a-3": ("billing", "english", "french"),
+        "a-4": ("billing", "english"),
+    }
+    events = [queue("billing").at(0, queue_upserted("billing", "billing", "english"))]
+    for name, a in streams.items():
+        events.append(a.at(0, logged_in(name, abilities[name], ("billing",))))
+        events.append(a.at(0, state_changed(name, LOGGED_OUT, NOT_READY if name == "a-3" else READY)))
+    events += [
+        streams["a-4"].at(5, state_changed("a-4", READY, LOGGED_OUT)),
+        streams["a-4"].at(5, logged_out("a-4")),
+    ]
+    return events
+
+
+def test_agents_per_state_for_a_queue_count_only_the_agents_with_all_its_skills() -> None:
+    kpi = Kpi()
+
+    kpi.run(*staffed_billing())
+
+    [billing] = kpi.board.queues(t(10))
+    assert billing.agents == {"ready": 1, "not_ready": 1}
+    assert kpi.board.agents_for("billing") == 2
+    assert kpi.sink.final("queue_settings")["billing"]["skills"] == ["billing", "english"]
+
+
+def test_the_center_gauges_count_each_agent_once_whatever_its_skill_groups() -> None:
+    kpi, a1, a2 = Kpi(), agent("a-1"), agent("a-2")
+    kpi.run(
+        a1.at(0, logged_in("a-1", ("billing",), ("billing", "sales", "vip"))),
+        a1.at(0, state_changed("a-1", LOGGED_OUT, READY)),
+        a2.at(0, logged_in("a-2", ("billing",), ("billing",))),
+        a2.at(0, state_changed("a-2", LOGGED_OUT, NOT_READY)),
+        entry("c-1").at(0, queued("c-1", "billing")),
+        entry("c-2").at(20, queued("c-2", "sales")),
+    )
+
+    rows = gauge_rows(kpi.board, t(30))
+
+    gauges = {(row["scope"], row["queue_id"], row["gauge"]): row["value"] for row in rows}
+    center = {gauge: value for (scope, _, gauge), value in gauges.items() if scope == "center"}
+    assert center["agents_ready"] == center["agents_not_ready"] == 1.0
+    assert center["agents_on_contact"] == 0.0
+    assert (center["contacts_waiting"], center["longest_wait_s"]) == (2.0, 30.0)
+    per_group = {
+        (key, gauge): value for (scope, key, gauge), value in gauges.items() if scope == "skill_group"
+    }
+    assert (per_group[("billing", "agents_ready")], per_group[("billing", "agents_not_ready")]) == (1.0, 1.0)
+    assert (per_group[("sales", "agents_ready")], per_group[("vip", "agents_ready")]) == (1.0, 1.0)
+    assert (
+        gauges[("queue", "billing", "contacts_waiting")]
+        == gauges[("queue", "sales", "contacts_waiting")]
+        == 1.0
+    )
+    assert {row["measured_at"] for row in rows} == {t(30)}
+
+
+def test_the_board_is_rebuilt_from_the_folds_after_a_restart() -> None:
+    kpi, a1 = Kpi(), agent("a-1")
+    kpi.run(
+        a1.at(0, logged_in("a-1", ("billing",), ("billing",))),
+        a1.at(0, state_changed("a-1", LOGGED_OUT, READY)),
+        entry("c-1").at(0, queued("c-1", "billing")),
+    )
+
+    board = kpi.restarted().board
+
+    [billing] = board.queues(t(30))
+    assert (billing.contacts_waiting, billing.longest_wait_s, billing.agents) == (1, 30.0, {"ready": 1})
+
+
+# found in review -------------------------------------------------------------------------------
+
+
+def test_after_a_restart_the_board_still_counts_only_the_agents_able_to_serve_a_queue() -> None:
+    kpi = Kpi()
+    kpi.run(*staffed_billing(), entry("c-1").at(0, queued("c-1", "billing")))
+
+    board = kpi.restarted().board
+
+    [billing] = board.queues(t(10))
+    assert billing.contacts_waiting == 1
+    assert billing.agents == {"ready": 1, "not_ready": 1}
+
+
+def test_the_answering_agents_skill_group_does_not_depend_on_the_order_topics_are_read() -> None:
+    kpi, call = Kpi(), answered_call()
+
+    kpi.run(*agent_a1_before(call), *call.all)
+
+    assert kpi.sink.final("contact_facts")["c-1:1"]["skill_group"] == "billing"
+
+
+def test_the_answering_agents_skill_group_comes_from_the_agents_fold() -> None:
+    kpi, call = Kpi(), answered_call()
+    kpi.run(*agent_a1_before(call))
+
+    kpi.run(*call.all)
+
+    assert kpi.sink.final("contact_facts")["c-1:1"]["skill_group"] == "billing"
+    assert kpi.store.load(AGENTS, "a-1").state.skill_groups == ("billing", "sales")

@@ -1,0 +1,192 @@
+"""Ticket, approval and live views (kpi_tickets, kpi_approval_steps, live_gauges_now, staffing_advice_now)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from services.kpi.store import KpiStore
+from tests.unit.kpi.facts import approval_step, at, project, read_view, ticket
+
+
+def test_ticket_backlog_sla_and_reopen_rate(embedded_kpi_store: KpiStore) -> None:
+    embedded_kpi_store.insert(
+        "ticket_facts",
+        [
+            ticket(
+                "t1",
+                status="resolved",
+                first_response_at=at(minutes=10),
+                first_response_s=600.0,
+                resolved_at=at(minutes=60),
+                resolution_s=3600.0,
+            ),
+            ticket(
+                "t2",
+                status="closed",
+                first_response_at=at(minutes=30),
+                first_response_s=1800.0,
+                first_response_breached=True,
+                resolved_at=at(minutes=120),
+                resolution_s=7200.0,
+                resolution_breached=True,
+                reopen_count=1,
+            ),
+            ticket("t3", version=2, status="open"),
+            ticket("t4", status="pending", first_response_at=at(minutes=20), first_response_s=1200.0),
+            ticket("early", status="open", created_at=at(minutes=-1)),
+        ],
+    )
+    embedded_kpi_store.insert("ticket_facts", [ticket("t3", version=1, status="closed")])
+
+    [row] = read_view(embedded_kpi_store, "kpi_tickets", "department, ticket_type")
+
+    assert row == {
+        "department": "billing",
+        "ticket_type": "complaint",
+        "created": 4,
+        "open_backlog": 2,  # t3 (its newest version), t4
+        "first_response_sla": 2 / 3,  # t1, t4 in time / t1, t2, t4 answered; t3 still waits
+        "resolution_sla": 0.5,  # t1 in time / t1, t2 resolved
+        "avg_first_response_s": 1200.0,  # (600 + 1800 + 1200) / 3
+        "avg_resolution_s": 5400.0,  # (3600 + 7200) / 2
+        "reopened": 1,
+        "resolved": 2,
+        "reopen_rate": 0.5,  # 1 / 2
+    }
+
+
+def test_a_breach_without_a_response_counts_against_the_sla(embedded_kpi_store: KpiStore) -> None:
+    embedded_kpi_store.insert(
+        "ticket_facts",
+        [
+            ticket("t1", first_response_at=at(minutes=5), first_response_s=300.0),
+            ticket("t2", first_response_breached=True, resolution_breached=True),
+        ],
+    )
+
+    [row] = read_view(embedded_kpi_store, "kpi_tickets", "department, ticket_type")
+
+    assert project([row], "first_response_sla", "resolution_sla") == [
+        {"first_response_sla": 0.5, "resolution_sla": 0.0}  # 1 / 2 and 0 / 1
+    ]
+
+
+def test_ticket_ratios_without_a_denominator_are_null(embedded_kpi_store: KpiStore) -> None:
+    embedded_kpi_store.insert("ticket_facts", [ticket("t1", ticket_type="inquiry")])
+
+    [row] = read_view(embedded_kpi_store, "kpi_tickets", "department, ticket_type")
+
+    assert row == row | {
+        "created": 1,
+        "open_backlog": 1,
+        "first_response_sla": None,
+        "resolution_sla": None,
+        "avg_first_response_s": None,
+        "avg_resolution_s": None,
+        "reopen_rate": None,
+    }
+
+
+def closed_step(request_id: str, outcome: str, duration_s: float) -> dict[str, Any]:
+    return approval_step(
+        request_id,
+        step=2,
+        version=2,
+        outcome=outcome,
+        duration_s=duration_s,
+        decided_at=at(seconds=duration_s),
+    )
+
+
+def test_approval_steps_turnaround_and_outcomes(embedded_kpi_store: KpiStore) -> None:
+    embedded_kpi_store.insert(
+        "approval_step_facts",
+        [
+            closed_step("r1", "approved", 100.0),
+            closed_step("r2", "approved", 200.0),
+            closed_step("r3", "approved", 300.0),
+            closed_step("r4", "rejected", 400.0),
+            closed_step("r5", "expired", 500.0),
+            closed_step("r6", "escalated", 600.0),
+            approval_step("r7", step=2),
+            approval_step("r8", step=1, department="legal"),
+            closed_step("late", "approved", 100.0) | {"opened_at": at(minutes=60)},
+        ],
+    )
+    embedded_kpi_store.insert("approval_step_facts", [approval_step("r1", step=2, version=1)])
+
+    rows = read_view(embedded_kpi_store, "kpi_approval_steps", "department, step")
+
+    assert rows == [
+        {
+            "department": "finance",
+            "step": 2,
+            "steps": 7,
+            "open_steps": 1,  # r7; r1's open version 1 is older
+            "decided": 4,  # approved or rejected
+            "approved": 3,
+            "rejected": 1,
+            "escalated": 1,
+            "expired": 1,
+            "avg_duration_s": 350.0,  # (100 + 200 + 300 + 400 + 500 + 600) / 6 closed
+            "p90_duration_s": 550.0,  # rank 0.9 * (6 - 1) = 4.5: halfway from 500 to 600
+            "approval_rate": 0.75,  # 3 / 4
+        },
+        {
+            "department": "legal",
+            "step": 1,
+            "steps": 1,
+            "open_steps": 1,
+            "decided": 0,
+            "approved": 0,
+            "rejected": 0,
+            "escalated": 0,
+            "expired": 0,
+            "avg_duration_s": None,
+            "p90_duration_s": None,
+            "approval_rate": None,
+        },
+    ]
+
+
+def test_live_gauges_now_holds_the_newest_measurement(embedded_kpi_store: KpiStore) -> None:
+    def gauge(queue_id: str, value: float, seconds: int) -> dict[str, Any]:
+        return {
+            "queue_id": queue_id,
+            "gauge": "contacts_waiting",
+            "value": value,
+            "measured_at": at(seconds=seconds),
+        }
+
+    embedded_kpi_store.insert("live_gauges", [gauge("sales", 4.0, 2), gauge("support", 1.0, 1)])
+    embedded_kpi_store.insert("live_gauges", [gauge("sales", 7.0, 3)])
+    embedded_kpi_store.insert("live_gauges", [gauge("sales", 5.0, 1)])
+
+    rows = embedded_kpi_store.query("SELECT * FROM live_gauges_now ORDER BY queue_id")
+
+    assert rows == [
+        {"queue_id": "sales", "gauge": "contacts_waiting", "value": 7.0, "measured_at": at(seconds=3)},
+        {"queue_id": "support", "gauge": "contacts_waiting", "value": 1.0, "measured_at": at(seconds=1)},
+    ]
+
+
+def test_staffing_advice_now_holds_the_newest_computation(embedded_kpi_store: KpiStore) -> None:
+    def advice(agents_needed: int, seconds: int) -> dict[str, Any]:
+        return {
+            "queue_id": "sales",
+            "computed_at": at(seconds=seconds),
+            "arrivals_per_hour": 120.0,
+            "aht_s": 180.0,
+            "sl_threshold_s": 20.0,
+            "sl_target_percent": 80,
+            "agents_needed": agents_needed,
+            "predicted_service_level": 0.85,
+            "predicted_asa_s": 6.5,
+            "predicted_occupancy": 0.75,
+            "agents_logged_in": 9,
+        }
+
+    embedded_kpi_store.insert("staffing_advice", [advice(8, 60)])
+    embedded_kpi_store.insert("staffing_advice", [advice(7, 0)])
+
+    assert embedded_kpi_store.query("SELECT * FROM staffing_advice_now") == [advice(8, 60)]
