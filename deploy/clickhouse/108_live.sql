@@ -1,7 +1,8 @@
--- live_gauges_now: the newest value of each live gauge per queue (live_gauges FINAL: the latest
--- measured_at wins); queue_id '' holds the center-wide gauges.
+-- live_gauges_now: the newest value of each live gauge (live_gauges FINAL: the latest measured_at
+-- wins) per scope: 'queue' (queue_id is the queue), 'skill_group' (queue_id is the skill group) and
+-- 'center' (queue_id empty).
 CREATE OR REPLACE VIEW live_gauges_now AS
-SELECT queue_id, gauge, value, measured_at
+SELECT scope, queue_id, gauge, value, measured_at
 FROM live_gauges FINAL;
 
 -- staffing_advice_now: the newest staffing advice per queue (staffing_advice FINAL: the latest

@@ -256,7 +256,7 @@ class LiveBoard:
         with self._lock:
             groups: dict[str, dict[str, int]] = {}
             for agent in self._agents.values():
-                for group in agent.skill_groups or ("",):
+                for group in agent.skill_groups:
                     counts = groups.setdefault(group, {})
                     counts[agent.state] = counts.get(agent.state, 0) + 1
             return groups

@@ -152,6 +152,7 @@ def test_approval_steps_turnaround_and_outcomes(embedded_kpi_store: KpiStore) ->
 def test_live_gauges_now_holds_the_newest_measurement(embedded_kpi_store: KpiStore) -> None:
     def gauge(queue_id: str, value: float, seconds: int) -> dict[str, Any]:
         return {
+            "scope": "queue",
             "queue_id": queue_id,
             "gauge": "contacts_waiting",
             "value": value,
@@ -165,8 +166,20 @@ def test_live_gauges_now_holds_the_newest_measurement(embedded_kpi_store: KpiSto
     rows = embedded_kpi_store.query("SELECT * FROM live_gauges_now ORDER BY queue_id")
 
     assert rows == [
-        {"queue_id": "sales", "gauge": "contacts_waiting", "value": 7.0, "measured_at": at(seconds=3)},
-        {"queue_id": "support", "gauge": "contacts_waiting", "value": 1.0, "measured_at": at(seconds=1)},
+        {
+            "scope": "queue",
+            "queue_id": "sales",
+            "gauge": "contacts_waiting",
+            "value": 7.0,
+            "measured_at": at(seconds=3),
+        },
+        {
+            "scope": "queue",
+            "queue_id": "support",
+            "gauge": "contacts_waiting",
+            "value": 1.0,
+            "measured_at": at(seconds=1),
+        },
     ]
 
 
