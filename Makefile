@@ -67,6 +67,7 @@ bench: kafka-up
 	PYTHONPATH=$(CURDIR) $(PY) load-tests/bench_event_store.py --events 4000 --batch 1 --batch 10 --threads 1 --threads 16
 	$(PY) load-tests/bench_contact_flow.py --rate 20 --rate 40 --rate 60 --rate 80 --seconds 30
 	PYTHONPATH=$(CURDIR) $(PY) load-tests/bench_kpi_runtime.py --events 20000
+	PYTHONPATH=$(CURDIR) $(PY) load-tests/bench_kpi_pipeline.py --rate 50 --rate 200 --rate 400 --rate 600 --seconds 20
 
 test: setup
 	$(PY) -m pytest

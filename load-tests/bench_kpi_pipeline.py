@@ -155,14 +155,14 @@ def raw_rate(kafka: KafkaSettings, topics: list[str], events: int) -> float:
         {**kafka.client_config(), "group.id": uuid.uuid4().hex, "isolation.level": "read_committed"}
     )
     consumer.assign([TopicPartition(topic, p, 0) for topic in topics for p in range(PARTITIONS)])
-    started, seen = None, 0
+    started, seen, first = 0.0, 0, 0
     while seen < events:
         got = sum(1 for m in consumer.consume(1000, timeout=1) if m.error() is None)
-        if got and started is None:  # from the first record: joining and the first fetch are not reading
-            started, got = time.perf_counter(), 0
+        if got and not first:  # timed from the first batch: joining and the first fetch are not reading
+            started, first = time.perf_counter(), got
         seen += got
     consumer.close()
-    return events / (time.perf_counter() - started)
+    return (seen - first) / (time.perf_counter() - started)
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -212,10 +212,12 @@ def main() -> None:
                 )
                 sender.start()
                 sender.join()
+                print(f"{rate:.0f} calls/s: produced, exit code {sender.exitcode}", flush=True)
                 sent = int(rate * args.seconds) * EVENTS_PER_CONTACT
                 produced += int(rate * args.seconds)
                 while projector.events - before < sent and time.perf_counter() - started < args.seconds * 6:
                     time.sleep(0.05)
+                print(f"{rate:.0f} calls/s: {projector.events - before:,} of {sent:,} events projected", flush=True)
                 took = time.perf_counter() - started
                 done = projector.events - before
                 lat = list(projector.latencies_ms)
