@@ -217,9 +217,9 @@ def main() -> None:
                 produced += int(rate * args.seconds)
                 while projector.events - before < sent and time.perf_counter() - started < args.seconds * 6:
                     time.sleep(0.05)
-                print(f"{rate:.0f} calls/s: {projector.events - before:,} of {sent:,} events projected", flush=True)
-                took = time.perf_counter() - started
                 done = projector.events - before
+                print(f"{rate:.0f} calls/s: {done:,} of {sent:,} events projected", flush=True)
+                took = time.perf_counter() - started
                 lat = list(projector.latencies_ms)
                 results.append((rate, sent / args.seconds, done / took, lat, done == sent))
             stop.set()
