@@ -467,13 +467,7 @@ def fold_agent(fold: AgentFold, envelope: Envelope) -> tuple[AgentFold, list[Row
     event, at = envelope.payload, envelope.occurred_at
     fold = replace(fold, version=envelope.aggregate_version)
     match envelope.event_type:
-        case "AgentLoggedIn":
-            return replace(
-                fold,
-                skill_groups=tuple(event.skill_groups),
-                skills=tuple(skill.skill for skill in event.skills),
-            ), []
-        case "AgentSkillsChanged":
+        case "AgentLoggedIn" | "AgentSkillsChanged":
             return replace(
                 fold,
                 skill_groups=tuple(event.skill_groups),

@@ -20,7 +20,6 @@ from services.platform.errors import InvalidArgument
 
 log = logging.getLogger(__name__)
 
-GRAINS = {"15m": 900, "hour": 3600, "day": 86400}
 SCOPES = ("queue", "skill_group", "agent", "channel")
 STAFFING_WINDOW = timedelta(minutes=30)
 DEFAULT_AHT_S = 180.0

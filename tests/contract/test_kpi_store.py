@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -11,8 +11,8 @@ import pytest
 from services.kpi.store import KpiStore, KpiStoreError, open_kpi_store
 from services.platform.settings import ClickHouseSettings
 from tests.support.embedded_clickhouse import drop_database, unique_database
+from tests.unit.kpi.facts import NINE, queue_visit
 
-NINE = datetime(2024, 5, 6, 9, 0, tzinfo=UTC)
 SCHEMA_TABLES = {
     "contact_facts",
     "agent_state_intervals",
@@ -26,36 +26,8 @@ SCHEMA_TABLES = {
 
 
 def contact_fact(contact_id: str, version: int = 1, **changes: Any) -> dict[str, Any]:
-    fact = {
-        "fact_id": f"{contact_id}:1",
-        "contact_id": contact_id,
-        "visit": 1,
-        "queue_id": "sales",
-        "channel": "voice",
-        "arrival": NINE,
-        "queued_at": NINE + timedelta(seconds=20),
-        "offered_at": None,
-        "answered_at": None,
-        "ended_at": None,
-        "wait_s": 0.0,
-        "talk_s": 0.0,
-        "hold_s": 0.0,
-        "wrap_s": 0.0,
-        "outcome": "",
-        "agent_id": "",
-        "skill_group": "",
-        "priority": 1,
-        "escalation_step": 0,
-        "offers": 0,
-        "disposition": "",
-        "resolved": False,
-        "caller_hash": "5e" * 32,
-        "transferred": False,
-        "callback": False,
-        "vip": False,
-        "version": version,
-    }
-    return fact | changes
+    """An open queue visit on sales, queued at 09:00:20."""
+    return queue_visit(contact_id, version=version, **({"queued_at": NINE + timedelta(seconds=20)} | changes))
 
 
 def answered(contact_id: str, version: int = 2) -> dict[str, Any]:
