@@ -59,18 +59,13 @@ class Endpoints:
 
 
 @dataclass
-class Contact:
-    """The simulator's record of one contact: what its caller did and how it went."""
+class Visit:
+    """One wait of a contact in one queue, and how it ended (a transfer or overflow begins another)."""
 
-    contact_id: str
-    caller: Caller
     queue_id: str
-    arrived_at: datetime
-    phase: str = "ivr"
-    agent_id: str = ""
-    offer_id: str = ""
-    queued_at: datetime | None = None
+    queued_at: datetime
     answered_at: datetime | None = None
+    agent_id: str = ""
     ended_at: datetime | None = None
     wrapped_at: datetime | None = None
     outcome: str = ""
@@ -78,36 +73,89 @@ class Contact:
     transferred: bool = False
     callback: bool = False
 
+    def close(self, outcome: str) -> None:
+        if not self.outcome:
+            self.outcome, self.ended_at = outcome, _now()
+
+    def truth(self) -> dict[str, Any]:
+        return {name: _iso(value) for name, value in asdict(self).items()}
+
+
+@dataclass
+class Contact:
+    """The simulator's record of one contact: what its caller did and how it went."""
+
+    contact_id: str
+    caller: Caller
+    arrived_at: datetime
+    phase: str = "ivr"
+    ringing: str = ""  # the offer ringing for it, if any
+    ended_at: datetime | None = None
+    outcome: str = ""
+    visits: list[Visit] = field(default_factory=list)
+
     @property
     def waiting(self) -> bool:
         return self.phase in ("queued", "ringing", "callback")
 
+    @property
+    def visit(self) -> Visit | None:
+        return self.visits[-1] if self.visits else None
+
+    @property
+    def transferred(self) -> bool:
+        return any(visit.transferred for visit in self.visits)
+
+    def queue(self, visit: Visit) -> None:
+        self.phase = "queued"
+        self.visits.append(visit)
+
     def truth(self) -> dict[str, Any]:
         return {
             "contact_id": self.contact_id,
-            "queue_id": self.queue_id,
-            "arrived_at": self.arrived_at.isoformat(),
-            "queued_at": self.queued_at.isoformat() if self.queued_at else None,
-            "answered_at": self.answered_at.isoformat() if self.answered_at else None,
-            "ended_at": self.ended_at.isoformat() if self.ended_at else None,
-            "wrapped_at": self.wrapped_at.isoformat() if self.wrapped_at else None,
+            "caller": self.caller.number,
+            "arrived_at": _iso(self.arrived_at),
+            "ended_at": _iso(self.ended_at),
             "outcome": self.outcome,
-            "agent_id": self.agent_id,
-            "offers": self.offers,
-            "transferred": self.transferred,
-            "callback": self.callback,
             "vip": self.caller.vip,
+            "visits": [visit.truth() for visit in self.visits],
         }
 
 
 @dataclass
 class Agent:
+    """An agent's desk: what it is doing, and the timeline of states it went through."""
+
     plan: AgentPlan
     agent_id: str
     habits: Habits
     phase: str = "logged_out"
-    contact_id: str = ""
+    ringing: str = ""  # the offer ringing at the desk, if any
+    wrapping: Visit | None = None  # the visit whose after-contact work the agent is doing
     next_break_at: float = 0.0
+    timeline: list[tuple[datetime, str, str]] = field(default_factory=list)
+    offers: Counter[str] = field(default_factory=Counter)
+
+    def becomes(self, state: str, reason: str = "") -> None:
+        """The desk shows a new state (as the agents service records it: see AgentState)."""
+        if not self.timeline or self.timeline[-1][1:] != (state, reason):
+            self.timeline.append((_now(), state, reason))
+
+    def rang_before_break(self) -> None:
+        """An offer reserved the agent an instant before the desk's not-ready, which rejected it."""
+        at, state, _ = self.timeline[-1]
+        if state == "not_ready":
+            self.timeline.insert(len(self.timeline) - 1, (at, "reserved", ""))
+        else:
+            self.becomes("reserved")
+        self.offers["rejected"] += 1
+
+    def truth(self) -> dict[str, Any]:
+        return {
+            "agent_id": self.agent_id,
+            "timeline": [(_iso(at), state, reason) for at, state, reason in self.timeline],
+            "offers": dict(self.offers),
+        }
 
 
 @dataclass
@@ -227,6 +275,7 @@ class Simulation:
                 timeout=30,
             )
             agent.phase = "ready"
+            agent.becomes("ready")
             agent.next_break_at = habits.next_break_in()
         self._started = time.monotonic()
         self._arrivals = callers(self.scenario)
@@ -247,6 +296,8 @@ class Simulation:
             vip_priority_boost=30,
             callback_priority_boost=10,
         )
+        if s.service_level_s:
+            config.service_level.threshold.CopyFrom(_seconds(s.service_level_s))
         step = config.escalation_steps.add(min_proficiency=1)
         step.after.FromSeconds(int(s.max_wait_s / 3))
         if plan.overflow_to:
@@ -314,6 +365,10 @@ class Simulation:
         for contact in self._open_contacts():
             if contact.phase in ("talking", "answering"):
                 self._end(contact, END.CONTACT_END_REASON_AGENT, "answered")
+                agent = self.agents.get(contact.visit.agent_id) if contact.visit else None
+                if agent is not None and contact.visit is not None:
+                    agent.wrapping = contact.visit
+                    agent.becomes("wrap_up")
             else:
                 self._end(contact, END.CONTACT_END_REASON_CALLER, "ended_by_run")
         self._settle_calls(timeout_s)
@@ -331,6 +386,9 @@ class Simulation:
                 try:
                     self.desktops.ForceState(logout, timeout=30)
                     agent.phase = "logged_out"
+                    agent.becomes("logged_out")
+                    if agent.wrapping is not None:  # logging out ends the after-contact work
+                        agent.wrapping.wrapped_at = agent.timeline[-1][0]
                 except grpc.RpcError as error:
                     if error.code() != grpc.StatusCode.FAILED_PRECONDITION:
                         raise
@@ -357,6 +415,8 @@ class Simulation:
             out.write(json.dumps({"scenario": asdict(self.scenario), "run_id": self.run_id}) + "\n")
             for contact in self.contacts.values():
                 out.write(json.dumps(contact.truth()) + "\n")
+            for agent in self.agents.values():
+                out.write(json.dumps(agent.truth()) + "\n")
 
     # Callers ------------------------------------------------------------------------------------
 
@@ -368,7 +428,7 @@ class Simulation:
     def _arrive(self, caller: Caller) -> None:
         self._schedule_next_arrival()
         self.tally.arrivals += 1
-        contact = Contact(f"{self.run_id}-c{caller.index:06d}", caller, caller.queue_id, _now())
+        contact = Contact(f"{self.run_id}-c{caller.index:06d}", caller, _now())
         self.contacts[contact.contact_id] = contact
         start = intake_pb.StartContactRequest(
             request_id=self.request_id("start"),
@@ -401,10 +461,10 @@ class Simulation:
             request_id=self.request_id("ivr"),
             contact_id=contact.contact_id,
             menu="main",
-            selection=str(1 + [q.queue_id for q in self.scenario.queues].index(contact.queue_id)),
-            queue_id=contact.queue_id,
+            selection=str(1 + [q.queue_id for q in self.scenario.queues].index(caller.queue_id)),
+            queue_id=caller.queue_id,
         )
-        contact.phase, contact.queued_at = "queued", _now()
+        contact.queue(Visit(caller.queue_id, _now()))
         self.call(self.intake.RecordIvrSelection, selection)
         self.later(caller.patience_s, lambda: self._patience_runs_out(contact))
 
@@ -412,7 +472,9 @@ class Simulation:
         if contact.phase not in ("queued", "ringing") or contact.outcome:
             return
         if contact.caller.wants_callback:
-            contact.phase, contact.callback = "callback", True
+            contact.phase = "callback"
+            if contact.visit is not None:
+                contact.visit.callback = True
             request = intake_pb.RequestCallbackRequest(
                 request_id=self.request_id("callback"), contact_id=contact.contact_id
             )
@@ -423,6 +485,9 @@ class Simulation:
     def _end(self, contact: Contact, reason: int, outcome: str) -> None:
         contact.phase, contact.outcome, contact.ended_at = "ended", outcome, _now()
         self.tally.outcomes[outcome] += 1
+        if contact.visit is not None:
+            contact.visit.close(outcome)
+        self._stop_ringing(contact)
         request = intake_pb.EndContactRequest(
             request_id=self.request_id("end"), contact_id=contact.contact_id, reason=reason
         )
@@ -430,41 +495,72 @@ class Simulation:
 
     # Agents -------------------------------------------------------------------------------------
 
-    def _offered(self, offer: routing_ev.ContactOffered) -> None:
-        agent = self.agents.get(offer.agent_id)
-        contact = self.contacts.get(offer.contact_id)
+    def _offered(self, agent_id: str, offer_id: str, contact_id: str) -> None:
+        """The agents service reserved one of the run's agents for a contact: the desk rings."""
+        agent = self.agents.get(agent_id)
+        contact = self.contacts.get(contact_id)
         if agent is None or contact is None:
             return
         self.tally.offers += 1
-        contact.offers += 1
-        agent.phase, agent.contact_id = "offered", contact.contact_id
+        if contact.visit is not None:
+            contact.visit.offers += 1
+        if agent.phase == "break":
+            agent.rang_before_break()
+            return
+        agent.phase, agent.ringing = "offered", offer_id
+        agent.becomes("reserved")
         if contact.waiting:
+            contact.ringing = agent_id
             contact.phase = "ringing" if contact.phase == "queued" else contact.phase
         reaction = agent.habits.reaction()
         if reaction == "miss":
             # The agent is away from the desk; the offer rings out and they come back a little later.
-            self.later(self.scenario.ring_timeout_s + 1.5, lambda: self._back_after_missing(agent))
+            self.later(self.scenario.ring_timeout_s, lambda: self._rings_out(agent, contact, offer_id))
             return
-        self.later(
-            agent.habits.answer_delay(), lambda: self._answer(agent, contact, offer.offer_id, reaction)
-        )
+        self.later(agent.habits.answer_delay(), lambda: self._answer(agent, contact, offer_id, reaction))
+
+    def _ring_stops(self, agent: Agent, contact: Contact) -> None:
+        agent.ringing = ""
+        if contact.ringing == agent.agent_id:
+            contact.ringing = ""
+            if contact.phase == "ringing":
+                contact.phase = "queued"
+
+    def _stop_ringing(self, contact: Contact) -> None:
+        """The caller hung up while a desk rang for them: the ring stops and the agent is free again."""
+        agent = self.agents.get(contact.ringing)
+        if agent is not None and agent.ringing:
+            agent.offers["contact_ended"] += 1
+            self._ring_stops(agent, contact)
+            self._ready(agent)
+
+    def _rings_out(self, agent: Agent, contact: Contact, offer_id: str) -> None:
+        if agent.ringing != offer_id:
+            return
+        agent.offers["timed_out"] += 1
+        self._ring_stops(agent, contact)
+        agent.phase = "missed"
+        agent.becomes("not_ready", "missed_offer")
+        self.later(1.5, lambda: self._back_after_missing(agent))
 
     def _answer(self, agent: Agent, contact: Contact, offer_id: str, reaction: str) -> None:
-        if reaction == "reject" or not contact.waiting:
+        if agent.ringing != offer_id:
+            return  # the ring stopped before the agent picked up
+        if reaction == "reject":
             request = agents_pb.RejectOfferRequest(
                 request_id=self.request_id("reject"),
                 agent_id=agent.agent_id,
                 offer_id=offer_id,
                 reason="busy",
             )
-            self.call(
-                self.desktops.RejectOffer,
-                request,
-                then=lambda _: self._ready(agent),
-                failed=lambda _: self._ready(agent),
-            )
-            if contact.phase == "ringing":
-                contact.phase = "queued"
+
+            def rejected(_: object) -> None:
+                if agent.ringing == offer_id:
+                    agent.offers["rejected"] += 1
+                    self._ring_stops(agent, contact)
+                    self._ready(agent)
+
+            self.call(self.desktops.RejectOffer, request, then=rejected, failed=rejected)
             return
         was = contact.phase
         contact.phase = "answering"
@@ -473,20 +569,34 @@ class Simulation:
         )
 
         def refused(_: grpc.RpcError) -> None:
-            # The offer ended first (it rang out, or the caller hung up): the agent is free again.
+            # The offer ended first (the caller hung up): the agent is free again.
             if contact.phase == "answering":
                 contact.phase = "queued" if was == "ringing" else was
-            self._ready(agent)
+            if agent.ringing == offer_id:
+                self._ring_stops(agent, contact)
+                self._ready(agent)
 
         self.call(
-            self.desktops.AcceptOffer, accept, then=lambda _: self._connect(agent, contact), failed=refused
+            self.desktops.AcceptOffer,
+            accept,
+            then=lambda _: self._connect(agent, contact, offer_id),
+            failed=refused,
         )
 
-    def _connect(self, agent: Agent, contact: Contact) -> None:
+    def _connect(self, agent: Agent, contact: Contact, offer_id: str) -> None:
+        if agent.ringing == offer_id:
+            agent.offers["accepted"] += 1
+        self._ring_stops(agent, contact)
+        visit = contact.visit
+        assert visit is not None
         agent.phase = "talking"
-        contact.phase, contact.agent_id = "talking", agent.agent_id
-        if contact.answered_at is None:
-            contact.answered_at = _now()
+        agent.becomes("on_contact")
+        if contact.outcome:  # the caller hung up as the agent picked up: straight to after-call work
+            self._wrap_up(agent, contact, visit)
+            return
+        contact.phase = "talking"
+        if visit.answered_at is None:
+            visit.answered_at, visit.agent_id = _now(), agent.agent_id
         answered = intake_pb.ReportAnsweredRequest(
             request_id=self.request_id("answered"), contact_id=contact.contact_id, agent_id=agent.agent_id
         )
@@ -512,9 +622,12 @@ class Simulation:
         )
 
     def _talk_ends(self, agent: Agent, contact: Contact) -> None:
+        visit = contact.visit
+        assert visit is not None
         if contact.caller.transfer_to and not contact.transferred:
-            contact.transferred, contact.phase = True, "queued"
-            contact.queue_id = contact.caller.transfer_to
+            visit.transferred = True
+            visit.close("answered")
+            contact.queue(Visit(contact.caller.transfer_to, _now()))
             transfer = intake_pb.ReportTransferRequest(
                 request_id=self.request_id("transfer"),
                 contact_id=contact.contact_id,
@@ -528,16 +641,25 @@ class Simulation:
                 else END.CONTACT_END_REASON_AGENT
             )
             self._end(contact, reason, "answered")
-        agent.phase = "wrap_up"
+        self._wrap_up(agent, contact, visit)
+
+    def _wrap_up(self, agent: Agent, contact: Contact, visit: Visit) -> None:
+        agent.phase, agent.wrapping = "wrap_up", visit
+        agent.becomes("wrap_up")
         if agent.habits.lets_wrap_up_time_out():
-            self.later(self.scenario.wrap_up_time_s + 1.0, lambda: self._ready(agent))
+            self.later(self.scenario.wrap_up_time_s, lambda: self._wrap_up_times_out(agent, visit))
         else:
             self.later(
                 contact.caller.wrap_up_s,
-                lambda: self._complete_wrap_up(agent, contact.contact_id, attempts=5),
+                lambda: self._complete_wrap_up(agent, contact.contact_id, visit, attempts=5),
             )
 
-    def _complete_wrap_up(self, agent: Agent, contact_id: str, attempts: int) -> None:
+    def _wrap_up_times_out(self, agent: Agent, visit: Visit) -> None:
+        if agent.phase == "wrap_up":
+            visit.wrapped_at = _now()
+            self._ready(agent)
+
+    def _complete_wrap_up(self, agent: Agent, contact_id: str, visit: Visit, attempts: int) -> None:
         # The wrap-up a desktop completes ends when the agents service accepts it.
         if agent.phase != "wrap_up":
             return
@@ -551,20 +673,18 @@ class Simulation:
         def retry(error: grpc.RpcError) -> None:
             # The end of the contact may not have reached the agents service yet.
             if attempts > 1 and error.code() == grpc.StatusCode.FAILED_PRECONDITION:
-                self.later(0.3, lambda: self._complete_wrap_up(agent, contact_id, attempts - 1))
+                self.later(0.3, lambda: self._complete_wrap_up(agent, contact_id, visit, attempts - 1))
             else:
                 self._ready(agent)
 
         def wrapped(_: object) -> None:
-            contact = self.contacts.get(contact_id)
-            if contact is not None:
-                contact.wrapped_at = _now()
+            visit.wrapped_at = _now()
             self._ready(agent)
 
         self.call(self.desktops.CompleteWrapUp, request, then=wrapped, failed=retry)
 
     def _back_after_missing(self, agent: Agent) -> None:
-        if agent.phase != "offered":
+        if agent.phase != "missed":
             return
         request = agents_pb.SetReadyRequest(request_id=self.request_id("ready"), agent_id=agent.agent_id)
         self.call(
@@ -575,7 +695,8 @@ class Simulation:
         )
 
     def _ready(self, agent: Agent) -> None:
-        agent.phase, agent.contact_id = "ready", ""
+        agent.phase, agent.wrapping = "ready", None
+        agent.becomes("ready")
         if self.elapsed() >= agent.next_break_at:
             self._take_break(agent)
 
@@ -600,27 +721,31 @@ class Simulation:
                 failed=lambda _: self._ready(agent),
             )
 
+        def on_break(_: object) -> None:
+            agent.becomes("not_ready", reason)
+            self.later(length, back)
+
         def refused(_: grpc.RpcError) -> None:
             if agent.phase == "break":
                 agent.phase = "ready"
 
-        self.call(self.desktops.SetNotReady, request, then=lambda _: self.later(length, back), failed=refused)
+        self.call(self.desktops.SetNotReady, request, then=on_break, failed=refused)
 
-    # The desktops' push channel: routing's decisions ---------------------------------------------
+    # The desktops' push channel: the agents service rings them; routing moves their contacts -----
 
     def _listen(self) -> None:
-        registry = EventRegistry.of(routing_ev)
+        registry = EventRegistry.of(routing_ev, agent_ev)
         consumer = Consumer(
             consumer_config(
                 self.endpoints.kafka, f"{self.run_id}-desktops", **{"enable.partition.eof": False}
             )
         )
-        topic = "routing.events.v1"
-        partitions = consumer.list_topics(topic, timeout=30).topics[topic].partitions
-        start = [
-            TopicPartition(topic, p, consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)[1])
-            for p in partitions
-        ]
+        start = []
+        for topic in ("routing.events.v1", "agents.events.v1"):
+            partitions = consumer.list_topics(topic, timeout=30).topics[topic].partitions
+            for p in partitions:
+                _, end = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)
+                start.append(TopicPartition(topic, p, end))
         consumer.assign(start)
         self._listening.set()
         prefix = f"{self.run_id}-"
@@ -633,19 +758,21 @@ class Simulation:
                         envelope = decode(message.value(), message.headers(), registry)
                     except PoisonEvent:
                         continue
-                    self._inbox.put(lambda e=envelope: self._routing_event(e))
+                    self._inbox.put(lambda e=envelope: self._pushed(e))
         finally:
             consumer.close()
 
-    def _routing_event(self, envelope: Any) -> None:
+    def _pushed(self, envelope: Any) -> None:
         event = envelope.payload
         match envelope.event_type:
-            case "ContactOffered":
-                self._offered(event)
+            case "AgentStateChanged" if event.new_state == agent_ev.AgentState.AGENT_STATE_RESERVED:
+                self._offered(event.agent_id, event.offer_id, event.contact_id)
             case "ContactOverflowed":
                 contact = self.contacts.get(event.contact_id)
-                if contact is not None:
-                    contact.queue_id = event.to_queue_id
+                if contact is not None and contact.visit is not None:
+                    callback = contact.visit.callback
+                    contact.visit.close("overflowed")
+                    contact.visits.append(Visit(event.to_queue_id, _now(), callback=callback))
             case "ContactDisconnected" | "QueueJoinRefused":
                 contact = self.contacts.get(event.contact_id)
                 overflowing = (
@@ -654,6 +781,8 @@ class Simulation:
                 )
                 if contact is not None and not overflowing and not contact.outcome:
                     contact.phase, contact.outcome, contact.ended_at = "ended", "disconnected", _now()
+                    if contact.visit is not None:
+                        contact.visit.close("disconnected")
                     self.tally.outcomes["disconnected"] += 1
 
     # For the wallboard ---------------------------------------------------------------------------
@@ -666,6 +795,10 @@ def _seconds(value: float) -> Duration:
     duration = Duration()
     duration.FromNanoseconds(int(value * 1e9))
     return duration
+
+
+def _iso(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, datetime) else value
 
 
 def _now() -> datetime:

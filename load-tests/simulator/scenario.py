@@ -46,11 +46,16 @@ class Scenario:
         QueuePlan("general", "general", 0.2, priority=5),
     )
     agents: int = 24
-    # Talk time: log-normal with this median and shape; after-contact work likewise.
+    # Callers come from a customer base of this size, so some call again (0: every caller is new).
+    customers: int = 0
+    # Talk time: log-normal with this median and shape (with handle_exponential, exponential with
+    # handle_median_s as its mean, as in an M/M/c queue); after-contact work log-normal too.
     handle_median_s: float = 10.0
     handle_sigma: float = 0.5
+    handle_exponential: bool = False
     wrap_up_median_s: float = 2.0
-    # Caller patience: exponential with this mean; a share of the impatient ask for a callback.
+    # Caller patience: exponential with this mean (math.inf: callers never hang up while waiting);
+    # a share of the impatient ask for a callback.
     patience_mean_s: float = 30.0
     callback_share: float = 0.2
     self_service_share: float = 0.1
@@ -62,7 +67,7 @@ class Scenario:
     miss_share: float = 0.02
     reject_share: float = 0.02
     wrap_up_timeout_share: float = 0.1
-    break_every_s: float = 90.0
+    break_every_s: float = 90.0  # mean time between breaks (math.inf: no breaks)
     break_length_s: float = 12.0
     break_reasons: tuple[tuple[str, float], ...] = (
         ("break", 0.6),
@@ -76,6 +81,7 @@ class Scenario:
     wrap_up_time_s: float = 8.0
     max_wait_s: float = 60.0
     short_abandon_s: float = 3.0
+    service_level_s: float = 0.0  # T of each queue's service level (0: the KPIs' default)
     skills_per_agent: tuple[int, int] = (1, 2)
 
     def rate_at(self, t: float) -> float:
@@ -139,7 +145,7 @@ class Habits:
         return self.rng.random() < self.scenario.wrap_up_timeout_share
 
     def next_break_in(self) -> float:
-        return self.rng.expovariate(1.0 / self.scenario.break_every_s)
+        return self.rng.expovariate(1.0) * self.scenario.break_every_s
 
     def break_reason(self) -> str:
         reasons, weights = zip(*self.scenario.break_reasons, strict=True)
@@ -169,14 +175,24 @@ def _caller(scenario: Scenario, index: int, at_s: float) -> Caller:
     plans, shares = zip(*((q, q.share) for q in scenario.queues), strict=True)
     queue = rng.choices(plans, shares)[0]
     others = [q.queue_id for q in scenario.queues if q.queue_id != queue.queue_id]
+    number = f"+4420{rng.randrange(10**7, 10**8)}"
+    if scenario.customers:
+        customer = random.Random(f"{scenario.seed}/customer/{index}").randrange(scenario.customers)
+        number = f"+4421{customer:08d}"
+    patience = rng.expovariate(1.0)
+    handle = rng.lognormvariate(math.log(scenario.handle_median_s), scenario.handle_sigma)
+    if scenario.handle_exponential:
+        handle = -math.log(1.0 - random.Random(f"{scenario.seed}/handle/{index}").random())
+        handle *= scenario.handle_median_s
+    wrap_up = rng.lognormvariate(0.0, 0.4)
     return Caller(
         index=index,
         at_s=at_s,
         queue_id=queue.queue_id,
-        number=f"+4420{rng.randrange(10**7, 10**8)}",
-        patience_s=rng.expovariate(1.0 / scenario.patience_mean_s),
-        handle_s=rng.lognormvariate(math.log(scenario.handle_median_s), scenario.handle_sigma),
-        wrap_up_s=rng.lognormvariate(math.log(scenario.wrap_up_median_s), 0.4),
+        number=number,
+        patience_s=math.inf if math.isinf(scenario.patience_mean_s) else patience * scenario.patience_mean_s,
+        handle_s=handle,
+        wrap_up_s=wrap_up * scenario.wrap_up_median_s,
         vip=rng.random() < scenario.vip_share,
         self_service=rng.random() < scenario.self_service_share,
         wants_callback=rng.random() < scenario.callback_share,

@@ -1,23 +1,28 @@
 """The KPIs in ClickHouse against the simulator's ground truth, through the real services and broker.
 
-A seeded scenario (Poisson callers on a day profile, patience, callbacks, self-service, holds, missed
-and rejected offers, breaks) drives intake, routing and agents over gRPC; the KPI service projects
-their events into the embedded ClickHouse engine. Then every contact KPI is computed twice: by the
-views in ``deploy/clickhouse`` and directly from the simulator's record of each contact.
+A seeded scenario (Poisson callers from a customer base on a day profile, patience, callbacks,
+self-service, holds, transfers, overflow, missed and rejected offers, breaks, wrap-ups that time
+out) drives intake, routing and agents over gRPC; the KPI service projects their events into the
+embedded ClickHouse engine. Then every KPI is computed twice: by the views in ``deploy/clickhouse``
+and directly from the simulator's record of each contact's queue visits and each agent's desk.
 
 Counts must match exactly. Times cannot: the simulator stamps a moment when it makes or hears back
 from a call, the services when they handle it, a few milliseconds to one Kafka hop (~0.1 s) apart.
-So averages must agree within ``HOP_S``, and a contact whose true wait lies within ``HOP_S`` of a
-threshold (service-level T, short-abandon) may count on either side of it.
+So every moment may differ by ``HOP_S``: an average by as much, a sum of n intervals by 2n times
+as much, and a contact whose true wait lies within ``HOP_S`` of a threshold (service-level T,
+short-abandon) may count on either side of it. A desk hears that it rings two hops after routing
+chose it (routing, then the agents service), so a ring's start, and its end when it rings out, may
+differ by ``PUSH_S``.
 """
 
 from __future__ import annotations
 
 import threading
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import replace
-from datetime import UTC, datetime
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from statistics import mean
 from typing import Any
 
@@ -33,8 +38,10 @@ from services.platform.settings import ClickHouseSettings, GrpcSettings, HttpSet
 from services.routing import main as routing_main
 
 HOP_S = 0.35
+PUSH_S = 2 * HOP_S
 T_S = 20.0  # the simulator's queues keep the default service-level threshold
 SHORT_S = 3.0
+FCR_DAYS = 1
 
 SCENARIO = replace(
     Scenario(),
@@ -43,15 +50,44 @@ SCENARIO = replace(
     day_s=60.0,
     peak_arrivals_per_s=2.0,
     agents=14,
+    customers=60,
     queues=(
-        QueuePlan("billing", "billing", 0.5, priority=10),
+        QueuePlan("billing", "billing", 0.5, priority=10, overflow_to="general"),
         QueuePlan("sales", "sales", 0.3, priority=20),
         QueuePlan("general", "general", 0.2, priority=5),
     ),
+    max_wait_s=15.0,
     patience_mean_s=25.0,
-    transfer_share=0.0,  # the simulator's record has one queue per contact
-    wrap_up_timeout_share=0.0,  # and knows when each wrap-up ended
+    transfer_share=0.1,
+    miss_share=0.04,
+    reject_share=0.04,
 )
+
+
+@dataclass(frozen=True)
+class Day:
+    contacts: list[dict[str, Any]]
+    agents: list[dict[str, Any]]
+    store: KpiStore
+    window: dict[str, Any]
+
+    def visits(self) -> list[dict[str, Any]]:
+        """Every queue visit, with its contact's caller and arrival."""
+        return [
+            {**visit, "contact_id": c["contact_id"], "caller": c["caller"], "arrived_at": c["arrived_at"]}
+            for c in self.contacts
+            for visit in c["visits"]
+        ]
+
+    def query(self, sql: str) -> list[dict[str, Any]]:
+        return self.store.query(sql, self.window)
+
+    def view(self, name: str, **arguments: Any) -> list[dict[str, Any]]:
+        """Every row of a KPI view over the whole run, a day per row."""
+        given = "".join(f"{key}={value!r}, " for key, value in arguments.items())
+        return self.query(
+            f"SELECT * FROM {name}({given}grain_s=86400, from={{f:DateTime64(3)}}, to={{t:DateTime64(3)}})"
+        )
 
 
 def _time(value: str | None) -> datetime | None:
@@ -73,10 +109,8 @@ def eventually(read: Callable[[], Any], holds: Callable[[Any], bool], what: str,
 
 
 @pytest.fixture(scope="module")
-def day(
-    kafka_broker: Any, embedded_clickhouse_dir: Any
-) -> Iterator[tuple[list[dict[str, Any]], KpiStore, Any]]:
-    """One simulated day through the four services; its truth, the KPI store and the window it covers."""
+def day(kafka_broker: Any, embedded_clickhouse_dir: Any) -> Iterator[Day]:
+    """One simulated day through the four services: its truth, the KPI store and the window it covers."""
     clickhouse = ClickHouseSettings(data_dir=embedded_clickhouse_dir, database=f"e2e_{uuid.uuid4().hex[:8]}")
     settings = Settings(
         kafka=kafka_broker.kafka,
@@ -104,80 +138,89 @@ def day(
         sim.setup()
         sim.run(drain_s=60.0)
         sim.teardown()
-        truth = [contact.truth() for contact in sim.contacts.values()]
-        wrapped = sum(1 for contact in truth if contact["wrapped_at"])
+        contacts = [contact.truth() for contact in sim.contacts.values()]
+        agents = [agent.truth() for agent in sim.agents.values()]
+        visits = sum(len(c["visits"]) for c in contacts)
+        wrapped = sum(1 for c in contacts for v in c["visits"] if v["wrapped_at"])
+        assert not sim.tally.errors, sim.tally.errors
+        expected = (len(contacts), visits, 0, wrapped, 0)
         eventually(
             lambda: _settled(store, sim.run_id),
-            lambda counts: counts[:2] == (len(truth), 0) and counts[2] >= wrapped,
-            "every contact of the run ended in the KPIs, every visit closed and every wrap-up done",
+            lambda counts: counts == expected,
+            f"every contact and visit of the run closed in the KPIs, every wrap-up done, every agent out "
+            f"(contacts, visits, open visits, wrapped, agents in: {expected})",
         )
-        yield truth, store, {"f": began, "t": datetime.now(UTC), "run": sim.run_id}
+        yield Day(contacts, agents, store, {"f": began, "t": datetime.now(UTC), "run": sim.run_id})
     finally:
         store.close()
         for process in processes.values():
             process.close(5)
 
 
-def _settled(store: KpiStore, run_id: str) -> tuple[int, int, int]:
+def _settled(store: KpiStore, run_id: str) -> tuple[int, int, int, int, int]:
     [row] = store.query(
         """
         SELECT countIf(visit = 0 AND outcome != '') AS ended,
+               countIf(visit > 0) AS visits,
                countIf(visit > 0 AND (outcome = '' OR outcome = 'callback' OR ended_at IS NULL)) AS open,
-               countIf(visit > 0 AND disposition != '') AS wrapped
+               countIf(visit > 0 AND wrap_s > 0) AS wrapped,
+               (SELECT count() FROM agent_state_intervals FINAL
+                WHERE startsWith(agent_id, {run:String}) AND ended_at IS NULL) AS agents_in
         FROM contact_facts FINAL WHERE startsWith(contact_id, {run:String})
         """,
         {"run": run_id},
     )
-    return row["ended"], row["open"], row["wrapped"]
+    return row["ended"], row["visits"], row["open"], row["wrapped"], row["agents_in"]
 
 
-def _sum_by_key(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+def _sum_by_key(rows: list[dict[str, Any]], key: str = "key") -> dict[str, dict[str, float]]:
     totals: dict[str, dict[str, float]] = {}
     for row in rows:
-        slot = totals.setdefault(row["key"], {})
+        slot = totals.setdefault(row[key], {})
         for name, value in row.items():
             if isinstance(value, int | float) and not isinstance(value, bool):
                 slot[name] = slot.get(name, 0) + value
     return totals
 
 
-def _queue_kpis(store: KpiStore, window: dict[str, Any]) -> dict[str, dict[str, float]]:
-    rows = store.query(
-        "SELECT * FROM kpi_contacts(by='queue', grain_s=86400, from={f:DateTime64(3)}, to={t:DateTime64(3)})",
-        window,
-    )
-    return _sum_by_key(rows)
+def _queue_kpis(day: Day) -> dict[str, dict[str, float]]:
+    return _sum_by_key(day.view("kpi_contacts", by="queue"))
 
 
-def _queued(truth: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [c for c in truth if c["outcome"] != "self_service"]
+def test_the_day_shows_every_kind_of_contact_and_desk_event(day: Day) -> None:
+    visits = day.visits()
+    endings = Counter(v["outcome"] for v in visits) + Counter(c["outcome"] for c in day.contacts)
+    assert {"answered", "abandoned", "overflowed", "self_service"} <= set(endings), endings
+    assert any(v["callback"] for v in visits) and any(v["transferred"] for v in visits)
+    offers = sum((Counter(a["offers"]) for a in day.agents), Counter())
+    assert {"accepted", "rejected", "timed_out"} <= set(offers), offers
+    reasons = {reason for a in day.agents for _, state, reason in a["timeline"] if state == "not_ready"}
+    assert "missed_offer" in reasons and len(reasons) > 1, reasons
+    callers = Counter(c["caller"] for c in day.contacts)
+    assert max(callers.values()) > 1, "no caller called twice: first-contact resolution proves nothing"
 
 
-def test_every_contact_and_how_it_ended_is_counted_once(day: Any) -> None:
-    truth, store, window = day
-    outcomes = {c["outcome"] for c in truth} | {"callback" for c in truth if c["callback"]}
-    assert outcomes >= {"answered", "abandoned", "self_service", "callback"}, "the day must show each ending"
-    [ivr] = store.query(
-        """SELECT sum(contacts) AS contacts, sum(self_service) AS self_service, sum(routed) AS routed
-           FROM kpi_ivr(grain_s=86400, from={f:DateTime64(3)}, to={t:DateTime64(3)})""",
-        window,
-    )
-    assert ivr["contacts"] == len(truth)
-    assert ivr["self_service"] == sum(c["outcome"] == "self_service" for c in truth)
-    assert ivr["routed"] == len(_queued(truth))
+def test_every_contact_and_visit_and_how_it_ended_is_counted_once(day: Day) -> None:
+    [ivr] = _sum_by_key([{**row, "key": "all"} for row in day.view("kpi_ivr")]).values()
+    assert ivr["contacts"] == len(day.contacts)
+    assert ivr["self_service"] == sum(c["outcome"] == "self_service" for c in day.contacts)
+    assert ivr["routed"] == sum(bool(c["visits"]) for c in day.contacts)
 
-    kpis = _queue_kpis(store, window)
+    kpis = _queue_kpis(day)
     for plan in SCENARIO.queues:
-        mine = [c for c in _queued(truth) if c["queue_id"] == plan.queue_id]
+        mine = [v for v in day.visits() if v["queue_id"] == plan.queue_id]
         got = kpis.get(plan.queue_id, {})
-        answered = [c for c in mine if c["outcome"] == "answered"]
-        abandoned = [c for c in mine if c["outcome"] == "abandoned"]
+        answered = [v for v in mine if v["answered_at"]]
+        abandoned = [v for v in mine if v["outcome"] == "abandoned"]
         assert got.get("offered", 0) == len(mine), plan.queue_id
         assert got.get("handled", 0) == len(answered), plan.queue_id
         assert got.get("abandoned", 0) + got.get("short_abandoned", 0) == len(abandoned), plan.queue_id
-        assert got.get("callbacks_requested", 0) == sum(c["callback"] for c in mine), plan.queue_id
-        assert got.get("callbacks_completed", 0) == sum(c["callback"] for c in answered), plan.queue_id
-        short = [_seconds(c["queued_at"], c["ended_at"]) for c in abandoned if not c["callback"]]
+        assert got.get("overflowed", 0) == sum(v["outcome"] == "overflowed" for v in mine), plan.queue_id
+        assert got.get("callbacks_requested", 0) == sum(v["callback"] for v in mine), plan.queue_id
+        assert got.get("callbacks_completed", 0) == sum(v["callback"] for v in answered), plan.queue_id
+        transferred = sum(v["transferred"] for v in answered)
+        assert got.get("transfer_rate") == (pytest.approx(transferred / len(answered)) if answered else None)
+        short = [_seconds(v["queued_at"], v["ended_at"]) for v in abandoned if not v["callback"]]
         assert (
             sum(w < SHORT_S - HOP_S for w in short)
             <= got.get("short_abandoned", 0)
@@ -185,14 +228,13 @@ def test_every_contact_and_how_it_ended_is_counted_once(day: Any) -> None:
         ), plan.queue_id
 
 
-def test_service_level_asa_and_abandon_times_follow_the_callers_waits(day: Any) -> None:
-    truth, store, window = day
-    kpis = _queue_kpis(store, window)
+def test_service_level_asa_and_abandon_times_follow_the_callers_waits(day: Day) -> None:
+    kpis = _queue_kpis(day)
     checked = 0
     for plan in SCENARIO.queues:
-        mine = [c for c in _queued(truth) if c["queue_id"] == plan.queue_id and not c["callback"]]
-        waits = [_seconds(c["queued_at"], c["answered_at"]) for c in mine if c["outcome"] == "answered"]
-        gone = [_seconds(c["queued_at"], c["ended_at"]) for c in mine if c["outcome"] == "abandoned"]
+        mine = [v for v in day.visits() if v["queue_id"] == plan.queue_id and not v["callback"]]
+        waits = [_seconds(v["queued_at"], v["answered_at"]) for v in mine if v["answered_at"]]
+        gone = [_seconds(v["queued_at"], v["ended_at"]) for v in mine if v["outcome"] == "abandoned"]
         got = kpis.get(plan.queue_id)
         if not waits or got is None:
             continue
@@ -207,34 +249,167 @@ def test_service_level_asa_and_abandon_times_follow_the_callers_waits(day: Any) 
     assert checked, "no queue answered a live contact: the scenario proves nothing"
 
 
-def test_handle_time_and_answering_agents_match(day: Any) -> None:
-    truth, store, window = day
-    answered = [c for c in _queued(truth) if c["outcome"] == "answered" and c["wrapped_at"]]
+def test_handle_time_and_answering_agents_match(day: Day) -> None:
     facts = {
-        row["contact_id"]: row
-        for row in store.query(
-            "SELECT * FROM contact_facts FINAL WHERE startsWith(contact_id, {run:String}) AND visit = 1",
-            window,
+        (row["contact_id"], row["visit"]): row
+        for row in day.query(
+            "SELECT * FROM contact_facts FINAL WHERE startsWith(contact_id, {run:String}) AND visit > 0"
         )
     }
-    assert answered
-    for contact in answered:
-        fact = facts[contact["contact_id"]]
-        assert fact["agent_id"] == contact["agent_id"]
-        assert fact["talk_s"] + fact["hold_s"] == pytest.approx(
-            _seconds(contact["answered_at"], contact["ended_at"]), abs=HOP_S
+    handled_by: Counter[str] = Counter()
+    for contact in day.contacts:
+        for number, visit in enumerate(contact["visits"], start=1):
+            fact = facts[(contact["contact_id"], number)]
+            assert fact["queue_id"] == visit["queue_id"]
+            if not visit["answered_at"]:
+                continue
+            handled_by[visit["agent_id"]] += 1
+            assert fact["agent_id"] == visit["agent_id"]
+            assert fact["talk_s"] + fact["hold_s"] == pytest.approx(
+                _seconds(visit["answered_at"], visit["ended_at"]), abs=2 * HOP_S
+            )
+            if visit["wrapped_at"]:
+                assert fact["wrap_s"] == pytest.approx(
+                    _seconds(visit["ended_at"], visit["wrapped_at"]), abs=2 * HOP_S
+                )
+    assert handled_by
+    by_agent = _sum_by_key(day.view("kpi_contacts", by="agent"))
+    assert {key: row["handled"] for key, row in by_agent.items() if row["handled"]} == dict(handled_by)
+
+
+def _tolerance(state: str, reason: str) -> float:
+    """How far the KPIs may place the start of this state from the moment the desk saw it."""
+    return PUSH_S if state == "reserved" or reason == "missed_offer" else HOP_S
+
+
+def _intervals(agent: dict[str, Any]) -> list[tuple[str, str, float, float]]:
+    """The desk's timeline as (state, reason, seconds, slack) intervals, up to logging out; slack
+    is how far the KPIs may be off the interval's length (the tolerance at either end)."""
+    timeline = agent["timeline"]
+    return [
+        (
+            state,
+            reason,
+            _seconds(at, timeline[n + 1][0]),
+            _tolerance(state, reason) + _tolerance(*timeline[n + 1][1:]),
         )
-        assert fact["wrap_s"] == pytest.approx(
-            _seconds(contact["ended_at"], contact["wrapped_at"]), abs=HOP_S
-        )
-    handled_by = store.query(
-        """SELECT key, sum(handled) AS handled
-           FROM kpi_contacts(by='agent', grain_s=86400, from={f:DateTime64(3)}, to={t:DateTime64(3)})
-           GROUP BY key""",
-        window,
+        for n, (at, state, reason) in enumerate(timeline[:-1])
+        if state != "logged_out"
+    ]
+
+
+def test_each_agents_states_follow_the_desk(day: Day) -> None:
+    facts: dict[str, list[dict[str, Any]]] = {}
+    for row in day.query(
+        """SELECT agent_id, state, reason, started_at, ended_at FROM agent_state_intervals FINAL
+           WHERE startsWith(agent_id, {run:String}) ORDER BY agent_id, started_at"""
+    ):
+        facts.setdefault(row["agent_id"], []).append(row)
+    for agent in day.agents:
+        timeline = [(state, reason) for _, state, reason in agent["timeline"] if state != "logged_out"]
+        mine = facts[agent["agent_id"]]
+        assert [(row["state"], row["reason"]) for row in mine] == timeline, agent["agent_id"]
+        for row, (at, state, reason) in zip(mine, agent["timeline"], strict=False):
+            off = (row["started_at"].replace(tzinfo=UTC) - _time(at)).total_seconds()  # type: ignore[operator]
+            assert abs(off) <= _tolerance(state, reason), (agent["agent_id"], state, off)
+
+
+def test_agent_time_occupancy_and_not_ready_reasons_match_the_desks(day: Day) -> None:
+    kpis = _sum_by_key(
+        day.view("kpi_agents"),
+        key="agent_id",
     )
-    truth_by: dict[str, int] = {}
-    for contact in _queued(truth):
-        if contact["outcome"] == "answered":
-            truth_by[contact["agent_id"]] = truth_by.get(contact["agent_id"], 0) + 1
-    assert {row["key"]: row["handled"] for row in handled_by if row["handled"]} == truth_by
+    not_ready = _sum_by_key(
+        [{**row, "key": (row["agent_id"], row["reason"])} for row in day.view("kpi_not_ready")]
+    )
+    for agent in day.agents:
+        got, intervals = kpis[agent["agent_id"]], _intervals(agent)
+
+        def truth(
+            *states: str, intervals: list[tuple[str, str, float, float]] = intervals
+        ) -> tuple[float, float]:
+            """Seconds in these states, and how far the KPIs may be off."""
+            mine = [(seconds, slack) for state, _, seconds, slack in intervals if state in states]
+            return sum(seconds for seconds, _ in mine), sum(slack for _, slack in mine)
+
+        for column, states in (
+            ("ready_s", ("ready",)),
+            ("reserved_s", ("reserved",)),
+            ("on_contact_s", ("on_contact",)),
+            ("wrap_up_s", ("wrap_up",)),
+            ("not_ready_s", ("not_ready",)),
+        ):
+            seconds, slack = truth(*states)
+            assert got[column] == pytest.approx(seconds, abs=slack + 1e-3), (agent["agent_id"], column)
+        logged_in = sum(seconds for _, _, seconds, _ in intervals)
+        assert got["logged_in_s"] == pytest.approx(logged_in, abs=2 * HOP_S)
+        handling, h_slack = truth("on_contact", "wrap_up")
+        ready, r_slack = truth("ready")
+        low, high = max(handling - h_slack, 0.0), handling + h_slack
+        assert got["utilisation"] == pytest.approx(
+            handling / logged_in, abs=(h_slack + 2 * HOP_S) / logged_in
+        )
+        if handling + ready:
+            assert (
+                low / (low + ready + r_slack) <= got["occupancy"] <= high / (high + max(ready - r_slack, 0))
+            )
+
+        reasons = {reason for state, reason, _, _ in intervals if state == "not_ready"}
+        for reason in reasons:
+            spells = [
+                (s, slack) for state, why, s, slack in intervals if state == "not_ready" and why == reason
+            ]
+            row = not_ready[(agent["agent_id"], reason)]  # type: ignore[index]
+            assert row["occurrences"] == len(spells), (agent["agent_id"], reason)
+            assert row["not_ready_s"] == pytest.approx(
+                sum(s for s, _ in spells), abs=sum(slack for _, slack in spells) + 1e-3
+            )
+        assert {why for (who, why) in not_ready if who == agent["agent_id"]} == reasons  # type: ignore[misc]
+
+
+def test_offers_missed_offers_and_answer_rate_per_agent_match_the_desks(day: Day) -> None:
+    kpis = _sum_by_key(
+        day.view("kpi_agents"),
+        key="agent_id",
+    )
+    for agent in day.agents:
+        offers, got = Counter(agent["offers"]), kpis[agent["agent_id"]]
+        for column, outcome in (
+            ("accepted", "accepted"),
+            ("rejected", "rejected"),
+            ("missed", "timed_out"),
+            ("contact_ended", "contact_ended"),
+        ):
+            assert got[column] == offers[outcome], (agent["agent_id"], column)
+        answerable = offers["accepted"] + offers["rejected"] + offers["timed_out"]
+        expected = pytest.approx(offers["accepted"] / answerable) if answerable else None
+        assert got["agent_answer_rate"] == expected, agent["agent_id"]
+
+
+def test_first_contact_resolution_counts_callers_who_called_the_same_queue_again(day: Day) -> None:
+    visits = day.visits()
+    arrivals: dict[tuple[str, str], list[datetime]] = {}
+    for visit in visits:
+        arrivals.setdefault((visit["caller"], visit["queue_id"]), []).append(_time(visit["arrived_at"]))  # type: ignore[arg-type]
+    got = {row["queue_id"]: row for row in day.query(_FCR)}
+    for plan in SCENARIO.queues:
+        handled = [v for v in visits if v["queue_id"] == plan.queue_id and v["answered_at"]]
+        repeats = sum(
+            any(
+                answered < later <= answered + timedelta(days=FCR_DAYS)
+                for later in arrivals[(v["caller"], plan.queue_id)]
+            )
+            for v in handled
+            for answered in [_time(v["answered_at"])]
+        )
+        close_calls = sum(
+            abs((later - _time(v["answered_at"])).total_seconds()) <= HOP_S  # type: ignore[operator]
+            for v in handled
+            for later in arrivals[(v["caller"], plan.queue_id)]
+        )
+        row = got.get(plan.queue_id, {"handled": 0, "repeats": 0})
+        assert row["handled"] == len(handled), plan.queue_id
+        assert abs(row["repeats"] - repeats) <= close_calls, plan.queue_id
+
+
+_FCR = f"SELECT * FROM kpi_fcr(days={FCR_DAYS}, from={{f:DateTime64(3)}}, to={{t:DateTime64(3)}})"
