@@ -14,7 +14,7 @@ PROTOS := $(shell find proto -name '*.proto')
 DEMO_MINUTES ?= 5
 DEMO_SEED ?= 7
 
-.PHONY: help setup run demo test test-unit lint format proto bench kafka-jars kafka-up kafka-down topics clean
+.PHONY: help setup run demo test test-unit lint format proto bench erlang-check kafka-jars kafka-up kafka-down topics clean
 
 help:
 	@echo "make run    set up what is missing, start the Kafka broker and the services"
@@ -22,6 +22,7 @@ help:
 	@echo "make test   set up what is missing, then run every test suite (the broker starts itself)"
 	@echo "make lint   ruff, buf lint and buf breaking against main"
 	@echo "make bench  event store and contact-flow benchmarks against raw confluent-kafka, on the local broker"
+	@echo "make erlang-check  an M/M/c queue through the services: measured SL and ASA against Erlang C"
 	@echo "other: setup proto kafka-jars kafka-up kafka-down topics format clean"
 
 setup: $(INSTALLED) $(GEN_STAMP) $(KAFKA_LIBS)/.complete $(BUF)
@@ -68,6 +69,9 @@ bench: kafka-up
 	$(PY) load-tests/bench_contact_flow.py --rate 20 --rate 40 --rate 60 --rate 80 --seconds 30
 	PYTHONPATH=$(CURDIR) $(PY) load-tests/bench_kpi_runtime.py --events 20000
 	PYTHONPATH=$(CURDIR) $(PY) load-tests/bench_kpi_pipeline.py --rate 50 --rate 200 --rate 400 --rate 600 --seconds 20
+
+erlang-check: kafka-up
+	$(PY) load-tests/check_erlang_c.py --start-services --minutes 15
 
 test: setup
 	$(PY) -m pytest

@@ -89,7 +89,7 @@ class Contact:
     caller: Caller
     arrived_at: datetime
     phase: str = "ivr"
-    ringing: str = ""  # the offer ringing for it, if any
+    ringing: str = ""  # the agent whose desk rings for it, if any
     ended_at: datetime | None = None
     outcome: str = ""
     visits: list[Visit] = field(default_factory=list)
@@ -298,6 +298,7 @@ class Simulation:
         )
         if s.service_level_s:
             config.service_level.threshold.CopyFrom(_seconds(s.service_level_s))
+            config.service_level.percent = 80
         step = config.escalation_steps.add(min_proficiency=1)
         step.after.FromSeconds(int(s.max_wait_s / 3))
         if plan.overflow_to:
@@ -530,9 +531,16 @@ class Simulation:
         """The caller hung up while a desk rang for them: the ring stops and the agent is free again."""
         agent = self.agents.get(contact.ringing)
         if agent is not None and agent.ringing:
-            agent.offers["contact_ended"] += 1
-            self._ring_stops(agent, contact)
-            self._ready(agent)
+            self._ring_ended(agent, contact, agent.ringing, "contact_ended")
+
+    def _ring_ended(self, agent: Agent, contact: Contact, offer_id: str, outcome: str = "") -> None:
+        """The offer stopped ringing at the desk (with its outcome, when the desk knows it)."""
+        if agent.ringing != offer_id:
+            return
+        if outcome:
+            agent.offers[outcome] += 1
+        self._ring_stops(agent, contact)
+        self._ready(agent)
 
     def _rings_out(self, agent: Agent, contact: Contact, offer_id: str) -> None:
         if agent.ringing != offer_id:
@@ -554,13 +562,12 @@ class Simulation:
                 reason="busy",
             )
 
-            def rejected(_: object) -> None:
-                if agent.ringing == offer_id:
-                    agent.offers["rejected"] += 1
-                    self._ring_stops(agent, contact)
-                    self._ready(agent)
-
-            self.call(self.desktops.RejectOffer, request, then=rejected, failed=rejected)
+            self.call(
+                self.desktops.RejectOffer,
+                request,
+                then=lambda _: self._ring_ended(agent, contact, offer_id, "rejected"),
+                failed=lambda _: self._ring_ended(agent, contact, offer_id),
+            )
             return
         was = contact.phase
         contact.phase = "answering"
@@ -572,9 +579,7 @@ class Simulation:
             # The offer ended first (the caller hung up): the agent is free again.
             if contact.phase == "answering":
                 contact.phase = "queued" if was == "ringing" else was
-            if agent.ringing == offer_id:
-                self._ring_stops(agent, contact)
-                self._ready(agent)
+            self._ring_ended(agent, contact, offer_id)
 
         self.call(
             self.desktops.AcceptOffer,

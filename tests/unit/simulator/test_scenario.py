@@ -41,3 +41,23 @@ def test_handle_times_are_log_normal_around_the_median() -> None:
 def test_every_queue_has_agents_with_its_skill() -> None:
     skills = {skill for plan in agent_plans(Scenario(agents=6)) for skill, _ in plan.skills}
     assert skills == {q.skill for q in Scenario().queues}
+
+
+def test_exponential_handle_times_have_the_mean_and_spread_of_an_m_m_c_queue() -> None:
+    handles = [caller.handle_s for caller in callers(replace(LONG_DAY, handle_exponential=True))]
+    mean = sum(handles) / len(handles)
+    spread = math.sqrt(sum((h - mean) ** 2 for h in handles) / (len(handles) - 1))
+    assert abs(mean - LONG_DAY.handle_median_s) < 4 * LONG_DAY.handle_median_s / math.sqrt(len(handles))
+    assert abs(spread / mean - 1.0) < 0.05  # an exponential's standard deviation is its mean
+
+
+def test_callers_from_a_customer_base_call_again_and_new_callers_do_not() -> None:
+    base = [caller.number for caller in callers(replace(LONG_DAY, customers=500))]
+    assert len(set(base)) <= 500 < len(base)
+    fresh = [caller.number for caller in callers(LONG_DAY)]
+    assert len(set(fresh)) > 0.99 * len(fresh)
+
+
+def test_patient_callers_never_hang_up() -> None:
+    patient = replace(Scenario(), patience_mean_s=math.inf)
+    assert all(math.isinf(caller.patience_s) for caller in callers(patient))
