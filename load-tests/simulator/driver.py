@@ -1,10 +1,13 @@
 """Plays the telephony adapter and the agent desktops of a scenario against the running services.
 
 Callers reach intake over gRPC (StartContact, IVR selection, hold, transfer, hang-up, callbacks);
-agents log in, take breaks and answer the offers routing makes (which reach their desktops from
-routing.events.v1, as a desktop's push channel would). All simulation state lives on one loop
-thread; gRPC calls run on a pool and post their outcome back to the loop. Every contact's ground
-truth (when it arrived, how it ended, how long it waited) is kept for comparison with the KPIs.
+agents log in, take breaks and answer, reject or miss the offers that ring at their desks (a desk
+rings when the agents service reserves its agent, heard on agents.events.v1 as a desktop's push
+channel would; routing.events.v1 tells of overflows). All simulation state lives on one loop
+thread; gRPC calls run on a pool and post their outcome back to the loop. The ground truth is kept
+for comparison with the KPIs: each contact's queue visits (when queued, answered, ended, wrapped
+up, and how each ended) and each desk's timeline of states and its offers' outcomes, stamped when
+the simulator acts or hears of it.
 """
 
 from __future__ import annotations
