@@ -663,13 +663,13 @@ class Simulation:
             )
 
     def _wrap_up_times_out(self, agent: Agent, visit: Visit) -> None:
-        if agent.phase == "wrap_up":
+        if agent.wrapping is visit:
             visit.wrapped_at = _now()
             self._ready(agent)
 
     def _complete_wrap_up(self, agent: Agent, contact_id: str, visit: Visit, attempts: int) -> None:
         # The wrap-up a desktop completes ends when the agents service accepts it.
-        if agent.phase != "wrap_up":
+        if agent.wrapping is not visit:
             return
         request = agents_pb.CompleteWrapUpRequest(
             request_id=self.request_id("wrap"),

@@ -182,8 +182,8 @@ def _caller(scenario: Scenario, index: int, at_s: float) -> Caller:
     patience = rng.expovariate(1.0)
     handle = rng.lognormvariate(math.log(scenario.handle_median_s), scenario.handle_sigma)
     if scenario.handle_exponential:
-        handle = -math.log(1.0 - random.Random(f"{scenario.seed}/handle/{index}").random())
-        handle *= scenario.handle_median_s
+        # its own generator, so the caller's other draws stay those of the log-normal scenario
+        handle = random.Random(f"{scenario.seed}/handle/{index}").expovariate(1.0 / scenario.handle_median_s)
     wrap_up = rng.lognormvariate(0.0, 0.4)
     return Caller(
         index=index,
