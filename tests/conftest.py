@@ -9,8 +9,10 @@ Tests that use it are marked ``kafka`` automatically, so ``pytest -m "not kafka"
 
 from __future__ import annotations
 
+import os
 import re
 import socket
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -26,6 +28,9 @@ from services.platform.topics import ensure_topics, load_topic_specs
 
 # One embedded ClickHouse data folder per pytest process (chdb allows one); tests isolate by database.
 pytest_plugins = ["tests.support.embedded_clickhouse"]
+
+# Services started by tests claim their writer ids here, not in the project's .data/run.
+os.environ.setdefault("CC_RUN_DIR", tempfile.mkdtemp(prefix="callcenter-run-"))
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from services.agents import domain
 from services.agents.domain import Actor, Agent
 from services.agents.handlers import AgentsService
 from services.platform.errors import InvalidArgument
+from services.platform.requests import Request
 
 State = domain.State
 
@@ -32,29 +33,29 @@ class AgentsServicer(service_pb2_grpc.AgentsServiceServicer):
             seat=request.seat,
             team_id=request.team_id,
         )
-        return pb.LoginResponse(agent=_message(self._agents.execute(request.request_id, command)))
+        return pb.LoginResponse(agent=self._run(request, context, command))
 
     def SetReady(self, request: pb.SetReadyRequest, context) -> pb.SetReadyResponse:
         command = domain.SetReady(request.agent_id, self._agents.now())
-        return pb.SetReadyResponse(agent=_message(self._agents.execute(request.request_id, command)))
+        return pb.SetReadyResponse(agent=self._run(request, context, command))
 
     def SetNotReady(self, request: pb.SetNotReadyRequest, context) -> pb.SetNotReadyResponse:
         command = domain.SetNotReady(
             request.agent_id, request.reason, self._agents.now(), request.reason_detail
         )
-        return pb.SetNotReadyResponse(agent=_message(self._agents.execute(request.request_id, command)))
+        return pb.SetNotReadyResponse(agent=self._run(request, context, command))
 
     def Logout(self, request: pb.LogoutRequest, context) -> pb.LogoutResponse:
         command = domain.Logout(request.agent_id, self._agents.now())
-        return pb.LogoutResponse(agent=_message(self._agents.execute(request.request_id, command)))
+        return pb.LogoutResponse(agent=self._run(request, context, command))
 
     def AcceptOffer(self, request: pb.AcceptOfferRequest, context) -> pb.AcceptOfferResponse:
         command = domain.AcceptOffer(request.agent_id, request.offer_id, self._agents.now())
-        return pb.AcceptOfferResponse(agent=_message(self._agents.execute(request.request_id, command)))
+        return pb.AcceptOfferResponse(agent=self._run(request, context, command))
 
     def RejectOffer(self, request: pb.RejectOfferRequest, context) -> pb.RejectOfferResponse:
         command = domain.RejectOffer(request.agent_id, request.offer_id, self._agents.now(), request.reason)
-        return pb.RejectOfferResponse(agent=_message(self._agents.execute(request.request_id, command)))
+        return pb.RejectOfferResponse(agent=self._run(request, context, command))
 
     def CompleteWrapUp(self, request: pb.CompleteWrapUpRequest, context) -> pb.CompleteWrapUpResponse:
         command = domain.CompleteWrapUp(
@@ -65,13 +66,13 @@ class AgentsServicer(service_pb2_grpc.AgentsServiceServicer):
             resolved=request.resolved,
             ticket=request.ticket if request.HasField("ticket") else None,
         )
-        return pb.CompleteWrapUpResponse(agent=_message(self._agents.execute(request.request_id, command)))
+        return pb.CompleteWrapUpResponse(agent=self._run(request, context, command))
 
     def UpdateSkills(self, request: pb.UpdateSkillsRequest, context) -> pb.UpdateSkillsResponse:
         command = domain.UpdateSkills(
             request.agent_id, _skills(request.skills), list(request.skill_groups), request.chat_capacity
         )
-        return pb.UpdateSkillsResponse(agent=_message(self._agents.execute(request.request_id, command)))
+        return pb.UpdateSkillsResponse(agent=self._run(request, context, command))
 
     def ForceState(self, request: pb.ForceStateRequest, context) -> pb.ForceStateResponse:
         now = self._agents.now()
@@ -88,7 +89,10 @@ class AgentsServicer(service_pb2_grpc.AgentsServiceServicer):
                 raise InvalidArgument(
                     f"a supervisor can force ready, not ready or logged out, not {State.Name(request.state)}"
                 )
-        return pb.ForceStateResponse(agent=_message(self._agents.execute(request.request_id, command)))
+        return pb.ForceStateResponse(agent=self._run(request, context, command))
+
+    def _run(self, request, context, command: domain.Command) -> pb.Agent:
+        return _message(self._agents.execute(Request.of(request, context), command))
 
     def GetAgent(self, request: pb.GetAgentRequest, context) -> pb.GetAgentResponse:
         return pb.GetAgentResponse(agent=_message(self._agents.get(request.agent_id)))

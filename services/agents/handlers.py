@@ -1,7 +1,8 @@
 """The agents service layer: desktop and supervisor commands, and reactions to routing and intake.
 
-Each command is load -> decide -> append in one unit of work; a request id already seen returns
-the agent as it is. Reactions turn other contexts' events into commands on the Agent they concern.
+Each command goes through the kernel's write path (``EventStore.execute``): once per request id,
+decided against the agent's newest state. Reactions turn other contexts' events into commands on
+the Agent they concern.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from services.agents import domain
 from services.agents.domain import Agent, Command, Offer
 from services.platform.codec import dataclass_codec
 from services.platform.envelope import Cause, Envelope, EventRegistry
-from services.platform.errors import DomainError, InvalidArgument, NotFound
+from services.platform.errors import DomainError, NotFound
 from services.platform.eventstore import AggregateKind, EventStore, Transaction
+from services.platform.requests import Request
 
 KIND = "Agent"
 EVENTS_TOPIC = "agents.events.v1"
@@ -71,13 +73,13 @@ class AgentsService:
     def now(self) -> datetime:
         return self._clock()
 
-    def execute(self, request_id: str, command: Command) -> Agent:
-        if not request_id:
-            raise InvalidArgument("request_id is required (the desktop's idempotency key)")
-        if not self._store.has_seen(request_id):
-            with self._store.transaction() as tx:
-                _decide_and_append(tx, command, Cause.request(request_id))
-        return self.get(command.agent_id)
+    def execute(self, request: Request, command: Command) -> Agent:
+        loaded = self._store.execute(
+            request, KIND, command.agent_id, lambda agent: domain.decide(agent.state, command)
+        )
+        if not loaded.exists:
+            raise NotFound(f"agent {command.agent_id} has never logged in")
+        return loaded.state
 
     def get(self, agent_id: str) -> Agent:
         loaded = self._store.load(KIND, agent_id)
@@ -94,7 +96,12 @@ class AgentsService:
         if command is None:
             return
         try:
-            _decide_and_append(tx, command, Cause.event(envelope))
+            tx.decide(
+                KIND,
+                command.agent_id,
+                lambda agent: domain.decide(agent.state, command),
+                Cause.event(envelope),
+            )
         except DomainError:
             # The report came too late to matter (the agent moved on); the event decides nothing.
             return
@@ -114,13 +121,6 @@ class AgentsService:
                 agent_id = event.from_agent_id or self.contacts.agent_of(event.contact_id)
                 return domain.ContactEnded(agent_id, event.contact_id, now) if agent_id else None
         return None
-
-
-def _decide_and_append(tx: Transaction, command: Command, cause: Cause) -> None:
-    loaded = tx.load(KIND, command.agent_id)
-    events = domain.decide(loaded.state, command)
-    if events:
-        tx.append(KIND, command.agent_id, loaded.version, events, cause)
 
 
 def _offer(event: routing_events.ContactOffered) -> Offer:

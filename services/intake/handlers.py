@@ -14,9 +14,10 @@ from services.intake import domain
 from services.intake.domain import Command, Contact, Party
 from services.platform.codec import dataclass_codec
 from services.platform.envelope import Cause, Envelope, EventRegistry
-from services.platform.errors import DomainError, InvalidArgument, NotFound
+from services.platform.errors import DomainError, NotFound
 from services.platform.eventstore import AggregateKind, EventStore, Transaction
 from services.platform.privacy import pseudonymise
+from services.platform.requests import Request
 from services.platform.settings import IntakeSettings, PrivacySettings
 
 KIND = "Contact"
@@ -53,9 +54,10 @@ def contact_id_for(request_id: str) -> str:
 class IntakeService:
     """Runs telephony's reports against Contact aggregates, exactly once per request id.
 
-    Each report is load -> decide -> append in one unit of work; a request id already seen returns the
-    contact as it is. Customer identifiers become a keyed HMAC and a masked form here (``party``),
-    before any command is built, so neither the domain nor an event ever holds one in clear.
+    Each report goes through the kernel's write path (``EventStore.execute``): once per request id,
+    decided against the contact's newest state. Customer identifiers become a keyed HMAC and a masked
+    form here (``party``), before any command is built, so neither the domain nor an event ever holds
+    one in clear.
     """
 
     def __init__(
@@ -78,15 +80,16 @@ class IntakeService:
         reference = pseudonymise(identifier, self._privacy)
         return Party(reference.hash, reference.masked)
 
-    def execute(self, request_id: str, command: Command) -> Contact:
-        if not request_id:
-            raise InvalidArgument("request_id is required (the adapter's idempotency key)")
-        if isinstance(command, domain.StartContact) and not command.contact_id:
-            command = replace(command, contact_id=contact_id_for(request_id))
-        if not self._store.has_seen(request_id):
-            with self._store.transaction() as tx:
-                self._decide_and_append(tx, command, Cause.request(request_id))
-        return self.get(command.contact_id)
+    def execute(self, request: Request, command: Command) -> Contact:
+        if isinstance(command, domain.StartContact) and not command.contact_id and request.request_id:
+            command = replace(command, contact_id=contact_id_for(request.request_id))
+        vips = self._settings.vip_caller_hashes
+        loaded = self._store.execute(
+            request, KIND, command.contact_id, lambda contact: domain.decide(contact.state, command, vips)
+        )
+        if not loaded.exists:
+            raise NotFound(f"contact {command.contact_id} is not known (never started, or ended long ago)")
+        return loaded.state
 
     def get(self, contact_id: str) -> Contact:
         loaded = self._store.load(KIND, contact_id)
@@ -99,14 +102,14 @@ class IntakeService:
         command = domain.ended_by_routing(envelope.event_type, envelope.payload)
         if command is None:
             return
+        vips = self._settings.vip_caller_hashes
         try:
-            self._decide_and_append(tx, command, Cause.event(envelope))
+            tx.decide(
+                KIND,
+                command.contact_id,
+                lambda contact: domain.decide(contact.state, command, vips),
+                Cause.event(envelope),
+            )
         except DomainError:
             # The contact ended before routing's decision arrived (or is unknown here): nothing to do.
             return
-
-    def _decide_and_append(self, tx: Transaction, command: Command, cause: Cause) -> None:
-        loaded = tx.load(KIND, command.contact_id)
-        events = domain.decide(loaded.state, command, self._settings.vip_caller_hashes)
-        if events:
-            tx.append(KIND, command.contact_id, loaded.version, events, cause)

@@ -18,8 +18,11 @@ from services.platform.errors import (
     FailedPrecondition,
     InvalidArgument,
     NotFound,
+    Overloaded,
     PermissionDenied,
+    Unavailable,
 )
+from services.platform.requests import Request as WriteRequest
 
 CHANNELS = {
     "chat": types_pb2.Channel.CHANNEL_CHAT,
@@ -90,14 +93,26 @@ def create_app(intake: IntakeService) -> FastAPI:
         code = next((code for kind, code in _STATUS_BY_ERROR if isinstance(error, kind)), 409)
         return JSONResponse(status_code=code, content={"error": str(error)})
 
+    @app.exception_handler(Unavailable)
+    async def unavailable(_request: Request, error: Unavailable) -> JSONResponse:
+        headers = {"Retry-After": "1"}
+        return JSONResponse(status_code=503, content={"error": str(error)}, headers=headers)
+
+    @app.exception_handler(Overloaded)
+    async def overloaded(_request: Request, error: Overloaded) -> JSONResponse:
+        headers = {"Retry-After": "1"}
+        return JSONResponse(status_code=429, content={"error": str(error)}, headers=headers)
+
     @app.post("/v1/contacts", status_code=status.HTTP_201_CREATED)
     def start_contact(body: NewContact) -> ContactJson:
+        customer = intake.party(body.customer)
+        fields = {**body.model_dump(exclude={"request_id", "customer"}), "from": customer.hash}
         started = intake.execute(
-            body.request_id,
+            WriteRequest.of_fields(body.request_id, "StartContact", fields),
             domain.StartContact(
                 contact_id="",
                 channel=CHANNELS[body.channel],
-                caller=intake.party(body.customer),
+                caller=customer,
                 dialed_number=body.to,
                 gateway="http",
                 language=body.language,
@@ -107,14 +122,16 @@ def create_app(intake: IntakeService) -> FastAPI:
         # Two reports, each idempotent by its own request id: a gateway retrying after a failure
         # between them gets the same contact, routed once.
         routed = intake.execute(
-            f"{body.request_id}/routing", domain.RequestRouting(started.contact_id, body.queue_id)
+            WriteRequest.of_fields(f"{body.request_id}/routing", "RequestRouting", fields),
+            domain.RequestRouting(started.contact_id, body.queue_id),
         )
         return contact_json(routed)
 
     @app.post("/v1/contacts/{contact_id}/end")
     def end_contact(contact_id: str, body: EndRequest) -> ContactJson:
         command = domain.EndContact(contact_id, domain.EndReason.CONTACT_END_REASON_CALLER)
-        return contact_json(intake.execute(body.request_id, command))
+        request = WriteRequest.of_fields(body.request_id, "EndContact", {"contact_id": contact_id})
+        return contact_json(intake.execute(request, command))
 
     @app.get("/v1/contacts/{contact_id}")
     def get_contact(contact_id: str) -> ContactJson:

@@ -1,29 +1,27 @@
-"""Composition root of the intake service: settings in; store, reactions, gRPC and the gateways' HTTP out."""
+"""The intake service's entry point: its context (bootstrap.py) over Kafka, plus the gateways' HTTP API."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import socket
 import sys
 import threading
 import time
 
 import uvicorn
-from callcenter.intake.v1 import service_pb2, service_pb2_grpc
 from fastapi import FastAPI
 
-from services.intake.grpc_api import IntakeServicer
-from services.intake.handlers import (
-    EVENTS_TOPIC,
-    KIND,
-    REACTS_TO,
-    SNAPSHOTS_TOPIC,
-    IntakeService,
-    contact_kind,
-    registry,
-)
+from services.intake.bootstrap import bootstrap
+from services.intake.handlers import KIND, IntakeService
 from services.intake.http_api import create_app
-from services.platform.process import ServiceProcess, grpc_server, open_store, reactions, run_main, wall_clock
+from services.platform.process import (
+    ServiceProcess,
+    StartRefused,
+    kafka_adapters,
+    run_main,
+    serve_context,
+)
 from services.platform.settings import Settings
 
 log = logging.getLogger("services.intake")
@@ -35,38 +33,54 @@ HTTP_STOP_TIMEOUT_S = 10.0
 
 
 def start(settings: Settings, stop: threading.Event | None = None) -> IntakeProcess:
-    """Rebuild the open contacts from their topic, then serve gRPC and HTTP and react to routing."""
-    store = open_store(
-        settings, "intake", (EVENTS_TOPIC, SNAPSHOTS_TOPIC), registry(), [contact_kind()], forget_closed=True
-    )
-    intake = IntakeService(store, settings.privacy, settings.intake, wall_clock)
-    store.start()
-    server = grpc_server(settings, service_pb2_grpc, service_pb2, IntakeServicer(intake))
-    process = ServiceProcess("intake", store, intake, server, stop or threading.Event())
-    process.run_in_background("reactions", reactions(settings, "intake", REACTS_TO, store, intake.react).run)
+    """Rebuild the open contacts from their topic, then serve gRPC and HTTP and react to routing.
+
+    The HTTP port is bound first, so a taken one is refused before the replay, not after it.
+    """
+    http_socket = _bind(settings.http.address)
     try:
-        process.http_port = _serve_http(create_app(intake), settings.http.address, process)
+        process = serve_context(settings, bootstrap(settings, kafka_adapters(settings)), stop)
+    except BaseException:
+        http_socket.close()
+        raise
+    try:
+        process.http_port = _serve_http(create_app(process.service), http_socket, process)
     except Exception:
         process.close(0)
         raise
     log.info(
         "intake: %d contacts rebuilt from %d events; HTTP for gateways on port %d",
-        sum(1 for _ in store.states(KIND)),
-        store.replayed_events,
+        sum(1 for _ in process.store.states(KIND)),
+        process.store.replayed_events,
         process.http_port,
     )
     return process
 
 
-def _serve_http(app: FastAPI, address: str, process: IntakeProcess) -> int:
-    """Run uvicorn on a thread of the process, stopped with it; returns the port bound (0 picks one)."""
+def _bind(address: str) -> socket.socket:
     host, _, port = address.rpartition(":")
-    server = uvicorn.Server(uvicorn.Config(app, host=host.strip("[]"), port=int(port), log_level="warning"))
+    bound = socket.socket(socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET)
+    bound.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        bound.bind((host.strip("[]"), int(port)))
+    except OSError as error:
+        bound.close()
+        raise StartRefused(
+            f"intake's HTTP API cannot serve on {address}: {error.strerror}; another intake may be running "
+            f"(see .data/run/intake-*.lock), or set CC_HTTP__ADDRESS"
+        ) from None
+    return bound
+
+
+def _serve_http(app: FastAPI, bound: socket.socket, process: IntakeProcess) -> int:
+    """Run uvicorn on a thread of the process, on the socket bound for it, stopped with the process;
+    returns its port."""
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
 
     def run() -> None:
         # uvicorn logs why it cannot start and then raises SystemExit; the wait below reports it.
         with contextlib.suppress(SystemExit):
-            server.run()
+            server.run(sockets=[bound])
 
     thread = threading.Thread(target=run, name="intake-http", daemon=True)
     thread.start()
@@ -75,14 +89,14 @@ def _serve_http(app: FastAPI, address: str, process: IntakeProcess) -> int:
         waiting.wait(0.02)
     if not server.started:
         server.should_exit = True
-        raise RuntimeError(f"intake's HTTP API did not start on {address}")
+        raise StartRefused("intake's HTTP API did not start (see the line above)")
 
     def stop_http() -> None:
         server.should_exit = True
         thread.join(HTTP_STOP_TIMEOUT_S)
 
     process.closers.append(stop_http)
-    return server.servers[0].sockets[0].getsockname()[1]
+    return bound.getsockname()[1]
 
 
 if __name__ == "__main__":

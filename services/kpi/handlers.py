@@ -134,7 +134,9 @@ class KpiProjector:
                 if rows:
                     self.rows_written += self._sink.insert(table, rows)
         except KpiStoreError as error:
+            self._store.health.trouble("facts", f"cannot write KPI facts to ClickHouse: {error}")
             raise TransientError(f"writing KPI facts: {error}") from error
+        self._store.health.clear("facts")
         self._forget_ended(tx)
         self._batch = None
 

@@ -23,7 +23,7 @@ from opentelemetry.trace import SpanKind
 
 from services.platform.envelope import Envelope, EventRegistry, PoisonEvent, decode
 from services.platform.errors import DomainError, WriterFenced
-from services.platform.eventstore import ConsumedOffsets, EventStore, LogRecord, Transaction
+from services.platform.eventstore import ConsumedOffsets, EventStore, LogRecord, RecordTooLarge, Transaction
 from services.platform.telemetry import extract_kafka_context
 
 log = logging.getLogger(__name__)
@@ -130,8 +130,11 @@ class ConsumerRunner:
     def run_once(self, stop: threading.Event | None = None) -> int:
         """Poll one batch and see it through (retrying as needed); returns how many records it held."""
         records = self._source.poll(self._batch_size, self._poll_timeout_s)
-        if not records:
-            return 0
+        if records:
+            self._see_through(records, stop)
+        return len(records)
+
+    def _see_through(self, records: Sequence[LogRecord], stop: threading.Event | None) -> None:
         delay = 0.05
         while True:
             try:
@@ -141,6 +144,13 @@ class ConsumerRunner:
                 raise
             except _HandlerFailed as failure:
                 self._count_failure(failure)
+            except RecordTooLarge as error:
+                if len(records) > 1:
+                    # Find the record whose output cannot be written: one unit of work each.
+                    for record in records:
+                        self._see_through([record], stop)
+                    return
+                self._poison[_position(records[0])] = f"{type(error).__name__}: {error}"
             except Exception as error:  # a transient error or an aborted transaction: the same batch again
                 log.warning(
                     "%s: batch of %d retried after %s: %s",
@@ -151,12 +161,11 @@ class ConsumerRunner:
                 )
             self.stats.retries += 1
             if stop is not None and stop.wait(delay):
-                return len(records)
+                return
             delay = min(delay * 2, self._max_backoff_s)
         for record in records:
             self._attempts.pop(_position(record), None)
             self._poison.pop(_position(record), None)
-        return len(records)
 
     def _count_failure(self, failure: _HandlerFailed) -> None:
         position = _position(failure.record)

@@ -35,10 +35,12 @@ class Cause:
 
     causation_id: str
     correlation_id: str
+    # The digest of the request that caused them (services.platform.requests); "" for events.
+    fingerprint: str = ""
 
     @classmethod
-    def request(cls, request_id: str, correlation_id: str | None = None) -> Cause:
-        return cls(causation_id=request_id, correlation_id=correlation_id or request_id)
+    def request(cls, request_id: str, correlation_id: str | None = None, fingerprint: str = "") -> Cause:
+        return cls(request_id, correlation_id or request_id, fingerprint)
 
     @classmethod
     def event(cls, envelope: Envelope) -> Cause:
@@ -60,6 +62,7 @@ class Envelope:
     causation_id: str
     payload: Message
     headers: tuple[tuple[str, bytes], ...] = field(default=(), compare=False)
+    request_fingerprint: str = ""
 
     def with_headers(self, headers: Iterable[tuple[str, bytes]]) -> Envelope:
         return replace(self, headers=tuple(headers))
@@ -179,6 +182,7 @@ def make_envelope(
         correlation_id=cause.correlation_id,
         causation_id=cause.causation_id,
         payload=payload,
+        request_fingerprint=cause.fingerprint,
     )
 
 
@@ -194,6 +198,7 @@ def encode(envelope: Envelope) -> tuple[bytes, bytes, Headers]:
         correlation_id=envelope.correlation_id,
         causation_id=envelope.causation_id,
         payload=envelope.payload.SerializeToString(),
+        request_fingerprint=envelope.request_fingerprint,
     )
     message.occurred_at.FromDatetime(envelope.occurred_at)
     headers: Headers = [
@@ -230,4 +235,5 @@ def decode(
         causation_id=message.causation_id,
         payload=payload,
         headers=tuple(headers or ()),
+        request_fingerprint=message.request_fingerprint,
     )

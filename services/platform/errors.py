@@ -1,4 +1,9 @@
-"""Domain errors: what a decide() raises, each mapped to one gRPC status code at the edge."""
+"""Errors a request can end in, each mapped to one gRPC status code at the edge.
+
+Domain errors are what a decide() raises about the request itself. ``Unavailable`` and
+``Overloaded`` are about the service at that moment: the same request may succeed when retried
+with the same request id.
+"""
 
 from __future__ import annotations
 
@@ -36,5 +41,21 @@ class ConcurrencyError(FailedPrecondition):
         self.actual_version = actual_version
 
 
-class WriterFenced(Exception):
+class RequestIdReused(FailedPrecondition):
+    """A request id already answered one request was sent with a different request."""
+
+
+class Quarantined(FailedPrecondition):
+    """The aggregate's history holds a record this service cannot apply; an operator must resolve it."""
+
+
+class Unavailable(Exception):
+    """The service cannot do this now (starting, stopping, Kafka away); retry with the same request id."""
+
+
+class Overloaded(Exception):
+    """The service is at capacity and refused the request at once; retry later, with backoff."""
+
+
+class WriterFenced(Unavailable):
     """Another instance took over this writer's transactional id; this instance must stop writing."""

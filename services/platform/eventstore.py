@@ -4,17 +4,23 @@ The store keeps every aggregate's current state and version in memory, rebuilt a
 from the latest partition snapshots plus the tail of the context's events topic. Appends go
 through a ``Transaction``: all events (and, for reactions, the consumed offsets) of one unit of
 work are written to the log atomically, and only then applied to the in-memory states. The log
-itself is a port (``EventLog``): Kafka in production (``kafka_log.KafkaEventLog``), an
-in-memory fake in unit tests; both pass ``tests/contract/test_event_store.py``.
+itself is a port (``EventLog``): Kafka in production (``kafka.KafkaEventLog``), an in-memory fake
+in unit tests; both pass ``tests/contract/test_event_store.py``.
 
-One process writes a context's partitions; the log's writer id fences an older instance that
-still believes it is the writer (``WriterFenced``). Writers in the same process serialise on
-the store's lock, so a decide() always sees the state its append will extend.
+Requests from callers take one path, ``execute``: the request id is checked inside the unit of
+work, so a retry racing its original waits for it and gets its answer, and the same id sent with a
+different request is refused, naming the first.
+
+One thread, the writer, makes every call to the log; no caller and no lock waits on Kafka. One
+process writes a context's partitions; the log's writer id fences an older instance that still
+believes it is the writer (``WriterFenced``).
 """
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -37,16 +43,31 @@ from services.platform.envelope import (
     encode,
     make_envelope,
 )
-from services.platform.errors import ConcurrencyError, WriterFenced
+from services.platform.errors import (
+    ConcurrencyError,
+    InvalidArgument,
+    Overloaded,
+    RequestIdReused,
+    Unavailable,
+    WriterFenced,
+)
+from services.platform.health import Health
+from services.platform.requests import Request
 from services.platform.telemetry import inject_kafka_headers
+
+log = logging.getLogger(__name__)
 
 _meter = metrics.get_meter(__name__)
 _events_appended = _meter.create_counter("eventstore.events.appended", description="events committed")
 _group_size = _meter.create_histogram(
     "eventstore.commit.units", description="units of work per log transaction"
 )
+_retries = _meter.create_counter("eventstore.commit.retries", description="log transactions tried again")
 
 S = TypeVar("S")
+
+# Kafka's default largest record (topic max.message.bytes, 1 MiB) less room for the batch's framing.
+DEFAULT_MAX_RECORD_BYTES = 1_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +156,10 @@ class OutgoingRecord:
     value: bytes | None  # None: a tombstone, which deletes the key from a compacted topic
     headers: Headers = field(default_factory=list)
 
+    @property
+    def size(self) -> int:
+        return len(self.key or b"") + len(self.value or b"") + sum(len(k) + len(v) for k, v in self.headers)
+
 
 @dataclass(frozen=True, slots=True)
 class Position:
@@ -150,8 +175,37 @@ class ConsumedOffsets:
     group_metadata: Any = None
 
 
+class LogWriteFailed(Exception):
+    """A log transaction was aborted: nothing of it is visible, and the same records may be written again."""
+
+
+class RecordsRefused(LogWriteFailed):
+    """The log refused some records for what they are (too large, not allowed), whatever the retry.
+
+    ``reasons`` maps the index of each refused record (in the records given to ``commit``) to why.
+    """
+
+    def __init__(self, reasons: Mapping[int, str]) -> None:
+        super().__init__("; ".join(sorted(set(reasons.values()))))
+        self.reasons = dict(reasons)
+
+
+class CommitInDoubt(Exception):
+    """A commit was sent but its outcome is unknown (the broker went away while committing).
+
+    The records have not been given up: ``EventLog.resolve`` finds out whether they landed.
+    """
+
+    def __init__(self, message: str, token: Any) -> None:
+        super().__init__(message)
+        self.token = token
+
+
 class EventLog(ABC):
-    """The port: a context's events topic and snapshots topic, written transactionally by one writer."""
+    """The port: a context's events topic and snapshots topic, written transactionally by one writer.
+
+    Every method returns or raises within the log's own timeouts; none blocks for good.
+    """
 
     topic: str
 
@@ -171,10 +225,21 @@ class EventLog(ABC):
     def commit(
         self, records: Sequence[OutgoingRecord], consumed: Sequence[ConsumedOffsets]
     ) -> list[Position | None]:
-        """Write all records and consumed offsets atomically; returns each record's position.
+        """Write all records and consumed offsets atomically; returns each record's position in the
+        events topic (None for records of other topics).
 
-        Raises WriterFenced when another writer took over; any other error leaves nothing written.
+        Raises WriterFenced when another writer took over; LogWriteFailed when nothing was written
+        (RecordsRefused when some records can never be); CommitInDoubt when it cannot tell yet.
         """
+
+    def resolve(self, doubt: CommitInDoubt) -> list[Position | None]:
+        """Whether an in-doubt commit landed: its positions if it did; LogWriteFailed if it did not;
+        CommitInDoubt again while it still cannot tell."""
+        raise LogWriteFailed(f"{self.topic}: cannot resolve a commit in doubt: {doubt}")
+
+    def check(self) -> str | None:
+        """Why the log could not take a commit now (broker unreachable), or None when it could."""
+        return None
 
     @abstractmethod
     def write_snapshots(self, snapshots: Sequence[snapshot_pb2.PartitionSnapshot]) -> None: ...
@@ -191,11 +256,17 @@ class CorruptLog(Exception):
     """The context's own events topic holds a record the context cannot apply; the writer cannot start."""
 
 
-class CommitFailed(Exception):
-    """A group of units of work was not written; nothing of it is visible, and the unit may be retried."""
+class CommitFailed(Unavailable):
+    """A unit of work was not written; nothing of it is visible, and it may be retried."""
+
+
+class RecordTooLarge(InvalidArgument):
+    """A unit of work would write a record larger than the log accepts; nothing of it was written."""
 
 
 StateListener = Callable[[AggregateKind[Any], str, Any], None]
+Decide = Callable[[Loaded[Any]], Sequence[Message]]
+Follow = Callable[["Transaction", Cause], None]
 _Key = tuple[str, str]
 
 
@@ -206,27 +277,48 @@ class _Unit:
     tx: Transaction
     records: list[OutgoingRecord]
     consumed: ConsumedOffsets | None
+    request: Request | None = None
+    result_key: _Key | None = None
     done: threading.Event = field(default_factory=threading.Event)
     error: Exception | None = None
 
+    @property
+    def result(self) -> Loaded[Any] | None:
+        return self.tx.pending.get(self.result_key) if self.result_key is not None else None
 
-class _SeenIds:
-    """A bounded, insertion-ordered set: the most recent ids that caused events here."""
+    @property
+    def causes(self) -> set[str]:
+        return {envelope.causation_id for envelope in self.tx.envelopes}
+
+
+@dataclass(frozen=True, slots=True)
+class _Answered:
+    """A request id that caused events here: what it asked (its digest) and where."""
+
+    fingerprint: str
+    what: str
+
+
+class _Bounded(Generic[S]):
+    """An insertion-ordered map that keeps only its newest ``capacity`` entries."""
 
     def __init__(self, capacity: int) -> None:
-        self._ids: OrderedDict[str, None] = OrderedDict()
+        self._items: OrderedDict[str, S] = OrderedDict()
         self._capacity = capacity
 
-    def add(self, event_id: str) -> None:
-        if not event_id:
+    def put(self, key: str, value: S) -> None:
+        if not key:
             return
-        self._ids[event_id] = None
-        self._ids.move_to_end(event_id)
-        while len(self._ids) > self._capacity:
-            self._ids.popitem(last=False)
+        self._items[key] = value
+        self._items.move_to_end(key)
+        while len(self._items) > self._capacity:
+            self._items.popitem(last=False)
 
-    def __contains__(self, event_id: str) -> bool:
-        return event_id in self._ids
+    def get(self, key: str) -> S | None:
+        return self._items.get(key)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._items
 
 
 @dataclass
@@ -237,13 +329,15 @@ class _Cached:
 
 
 class EventStore:
-    """One context's aggregates in memory, written through an EventLog.
+    """One context's aggregates in memory, written through an EventLog by the store's writer thread.
 
     Group commit: a unit of work decides under the store's lock against the newest state, including
-    units whose commit is still under way (their speculative state), hands its records to the commit
-    queue, and waits. Whichever waiting caller takes the commit lock writes everything queued in one
-    log transaction. If that fails, every queued unit fails with it (each may have built on the
-    failed ones) and the speculative state is dropped; committed state never holds an unwritten event.
+    units whose commit is still under way (their speculative state), hands its records to the writer,
+    and waits (a request no longer than its deadline). The writer writes everything queued in one log
+    transaction. An aborted transaction is written again, with whatever queued meanwhile, until it
+    lands; units refused for what they are fail alone, with the units that built on them; committed
+    state never holds an unwritten event. While the log cannot be written, ``health`` says why and
+    requests are refused at once (Unavailable) instead of queueing.
 
     Closed aggregates (``AggregateKind.closed``) are forgotten ``forget_closed_after`` they closed,
     so a context with one aggregate per contact keeps its memory bounded; loading a forgotten id
@@ -259,28 +353,47 @@ class EventStore:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         snapshot_every: int = 0,
         remembered_causes: int = 200_000,
+        remembered_results: int = 10_000,
         forget_closed_after: timedelta | None = None,
+        health: Health | None = None,
+        max_queued_units: int = 10_000,
+        max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+        retry_backoff_s: tuple[float, float] = (0.05, 2.0),
+        check_every_s: float = 1.0,
     ) -> None:
         self._log = log
         self._registry = registry
         self._kinds = {kind.name: kind for kind in kinds}
         self._clock = clock
         self._snapshot_every = snapshot_every
+        self.health = health or Health(log.topic)
+        self._max_queued_units = max_queued_units
+        self._max_record_bytes = max_record_bytes
+        self._retry_backoff_s = retry_backoff_s
+        self._check_every_s = check_every_s
         self._lock = threading.RLock()
-        self._commit_lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
         self._in_unit = threading.local()
-        self._cache: dict[tuple[str, str], _Cached] = {}
-        self._speculative: dict[tuple[str, str], Loaded[Any]] = {}
-        self._speculative_causes: set[str] = set()
+        self._cache: dict[_Key, _Cached] = {}
+        self._speculative: dict[_Key, Loaded[Any]] = {}
         self._queue: list[_Unit] = []
+        self._writing: list[_Unit] = []
+        self._requests: dict[str, _Unit] = {}
+        self._inflight_causes: dict[str, int] = {}
         self._next_offset: dict[int, int] = {}
         self._since_snapshot = 0
-        self._seen = _SeenIds(remembered_causes)
+        self._snapshot_wanted: list[threading.Event] = []
+        self._seen: _Bounded[_Answered] = _Bounded(remembered_causes)
+        self._results: _Bounded[Loaded[Any]] = _Bounded(remembered_results)
         self._listeners: list[StateListener] = []
         self._newest_listeners: list[StateListener] = []
         self._forget_closed_after = forget_closed_after
         self._closed: OrderedDict[_Key, datetime] = OrderedDict()
         self._fenced: WriterFenced | None = None
+        self._fenced_listeners: list[Callable[[WriterFenced], None]] = []
+        self._writer: threading.Thread | None = None
+        self._closing = False
+        self._close_by = 0.0
         self.replayed_events = 0
         self.restored_aggregates = 0
         self.forgotten_aggregates = 0
@@ -300,9 +413,13 @@ class EventStore:
         except KeyError:
             raise KeyError(f"aggregate kind {name!r} is not registered with the {self.topic} store") from None
 
+    # Life cycle ----------------------------------------------------------------------------------
+
     def start(self) -> None:
-        """Become the writer, then rebuild every aggregate from snapshots and the tail of the topic."""
-        with self._commit_lock, self._lock:
+        """Become the writer, rebuild every aggregate from snapshots and the tail of the topic, then
+        start the writer thread."""
+        self.health.trouble("store", f"replaying {self.topic}")
+        with self._lock:
             self._log.open()
             self._restore_tables()
             start = self._restore_snapshots()
@@ -315,25 +432,45 @@ class EventStore:
                     ) from error
                 self._apply(envelope, record.partition)
                 self._next_offset[record.partition] = record.offset + 1
-                self._seen.add(envelope.causation_id)
+                self._remember(envelope)
                 self.replayed_events += 1
             # Replay meets the partitions one after another; forgetting goes oldest first.
             self._closed = OrderedDict(sorted(self._closed.items(), key=lambda item: item[1]))
             self._forget_closed()
+        self._writer = threading.Thread(target=self._write_loop, name=f"{self.topic}-writer", daemon=True)
+        self._writer.start()
+        self.health.clear("store")
 
-    def close(self) -> None:
-        with self._commit_lock:
-            self._log.close()
+    def close(self, grace_s: float = 5.0) -> None:
+        """Write what is queued (for up to ``grace_s``), fail what is left, then close the log."""
+        with self._lock:
+            self._closing = True
+            self._close_by = time.monotonic() + grace_s
+            self._wake.notify_all()
+        writer = self._writer
+        if writer is not None and writer is not threading.current_thread():
+            # A call to the log under way ends within the log's own timeout; past that, leave it.
+            writer.join(grace_s + 1.0)
+            if writer.is_alive():
+                log.warning("%s: the writer is still in a call to the log; leaving it", self.topic)
+                return
+        self._log.close()
+
+    def on_fenced(self, listener: Callable[[WriterFenced], None]) -> None:
+        """Called once when another instance takes over this store's writer id."""
+        self._fenced_listeners.append(listener)
 
     def add_listener(self, listener: StateListener, *, newest: bool = False) -> None:
         """Called with (kind, aggregate id, new state) after every committed or replayed change.
 
         With ``newest``, called instead whenever the newest state changes: as soon as a unit of work
         appends (while it still holds the store's lock, so the listener sees every unit's decisions
-        in order), and again with the state before when the unit is discarded or its commit fails.
+        in order), and again with the state before when the unit is discarded or fails.
         An index the next decision relies on (who is free, who waits) must follow the newest state.
         """
         (self._newest_listeners if newest else self._listeners).append(listener)
+
+    # Reading ------------------------------------------------------------------------------------
 
     def states(self, kind_name: str) -> Iterator[tuple[str, Any]]:
         """Every committed aggregate of a kind, as (id, state); a copy, safe to iterate while writing."""
@@ -355,7 +492,55 @@ class EventStore:
     def has_seen(self, cause_id: str) -> bool:
         """Whether a request or event with this id already caused events here (idempotency)."""
         with self._lock:
-            return cause_id in self._seen or cause_id in self._speculative_causes
+            return cause_id in self._seen or cause_id in self._inflight_causes
+
+    # Writing ------------------------------------------------------------------------------------
+
+    def execute(
+        self,
+        request: Request,
+        kind_name: str,
+        aggregate_id: str,
+        decide: Decide,
+        *,
+        follow: Follow | None = None,
+    ) -> Loaded[Any]:
+        """The one write path of a caller's request: once per request id, against the newest state.
+
+        ``decide`` gets the aggregate and returns its new events (or raises a domain error);
+        ``follow`` may add more to the same unit of work (a router matching at once). Returns the
+        aggregate as this request left it. The same request id again returns that answer, waiting
+        for the first if it is still being written; the same id with a different request is refused.
+        """
+        if not request.request_id:
+            raise InvalidArgument("request_id is required: the caller's idempotency key, the same on retries")
+        kind = self.kind(kind_name)
+        with self._unit_scope(), self._lock:
+            earlier = self._earlier(request)
+            if isinstance(earlier, _Unit):
+                unit = earlier
+            elif earlier is _ANSWERED:
+                return self._committed(kind, aggregate_id)
+            elif earlier is not None:
+                return earlier
+            else:
+                self._admit()
+                tx = Transaction(self)
+                cause = Cause.request(request.request_id, fingerprint=request.fingerprint)
+                with self._reverting(tx):
+                    loaded = tx.load(kind_name, aggregate_id)
+                    events = decide(loaded)
+                    if events:
+                        tx.append(kind_name, aggregate_id, loaded.version, events, cause)
+                    if follow is not None:
+                        follow(tx, cause)
+                    pending = self._enqueue(tx, None, request, (kind.name, aggregate_id))
+                if pending is None:
+                    return tx.load(kind_name, aggregate_id)
+                unit = pending
+        self._await(unit, request.seconds_left())
+        result = unit.result
+        return result if result is not None else self.load(kind_name, aggregate_id)
 
     def append(
         self,
@@ -371,35 +556,360 @@ class EventStore:
 
     @contextmanager
     def transaction(self, consumed: ConsumedOffsets | None = None) -> Iterator[Transaction]:
-        """A unit of work; when the block ends it is written (with its group) before this returns.
+        """A unit of work of the service itself (a reaction, a timer); when the block ends it is
+        written (with its group) before this returns.
 
-        Discarded if the block raises. Raises CommitFailed or WriterFenced if the write fails.
+        Discarded if the block raises. Raises CommitFailed or WriterFenced if it cannot be written.
         """
+        with self._unit_scope():
+            with self._lock:
+                self._refuse_if_fenced()
+                tx = Transaction(self)
+                with self._reverting(tx):
+                    yield tx
+                    unit = self._enqueue(tx, consumed)
+            if unit is not None:
+                self._await(unit, None)
+
+    def snapshot(self) -> int:
+        """Write a snapshot of every partition this store has seen (by the writer); returns how many."""
+        done = threading.Event()
+        with self._lock:
+            self._snapshot_wanted.append(done)
+            self._wake.notify_all()
+        done.wait()
+        return self._snapshots_written
+
+    @contextmanager
+    def _unit_scope(self) -> Iterator[None]:
         if getattr(self._in_unit, "active", False):
             raise RuntimeError("units of work do not nest: use the transaction you were given")
         self._in_unit.active = True
         try:
-            with self._lock:
-                if self._fenced is not None:
-                    raise WriterFenced(str(self._fenced))
-                tx = Transaction(self)
-                try:
-                    yield tx
-                except BaseException:
-                    self._revert_newest(tx.pending)
-                    raise
-                unit = self._enqueue(tx, consumed)
+            yield
         finally:
             self._in_unit.active = False
+
+    @contextmanager
+    def _reverting(self, tx: Transaction) -> Iterator[None]:
+        try:
+            yield
+        except BaseException:
+            self._revert_newest(tx.pending)
+            raise
+
+    def _earlier(self, request: Request) -> _Unit | Loaded[Any] | object | None:
+        """The unit still writing this request id, or the answer it got (``_ANSWERED`` when that is no
+        longer remembered: the aggregate as it is now answers), or None for a new request."""
+        unit = self._requests.get(request.request_id)
+        answered = self._seen.get(request.request_id)
+        if unit is None and answered is None:
+            return None
+        first = (
+            _Answered(unit.request.fingerprint, _what(unit.request, unit.result_key))
+            if unit is not None and unit.request is not None
+            else answered
+        )
+        if first is not None and first.fingerprint and first.fingerprint != request.fingerprint:
+            raise RequestIdReused(
+                f"request_id {request.request_id!r} was already used for {first.what}; "
+                f"a different request needs a new request_id"
+            )
         if unit is not None:
-            self._await(unit)
+            return unit
+        result = self._results.get(request.request_id)
+        return result if result is not None else _ANSWERED
 
-    def snapshot(self) -> int:
-        """Write a snapshot of every partition this store has seen; returns how many."""
-        with self._commit_lock:
-            return self._snapshot()
+    def _admit(self) -> None:
+        self._refuse_if_fenced()
+        if self._closing:
+            raise Unavailable(f"{self.topic}: the service is stopping; retry with the same request_id")
+        if not self.health.serving:
+            raise Unavailable(f"{self.health.name} cannot write now: {self.health.why()}")
+        if len(self._queue) >= self._max_queued_units:
+            raise Overloaded(
+                f"{self.topic}: {len(self._queue)} writes are waiting for the log; try again shortly"
+            )
 
-    def _snapshot(self) -> int:
+    def _refuse_if_fenced(self) -> None:
+        if self._fenced is not None:
+            raise WriterFenced(str(self._fenced))
+
+    def _await(self, unit: _Unit, timeout_s: float | None) -> None:
+        if not unit.done.wait(timeout_s):
+            raise Unavailable(
+                f"{self.topic}: the write is not confirmed within the deadline (the log is slow or away); "
+                f"retry with the same request_id to learn its outcome"
+            )
+        if unit.error is not None:
+            raise unit.error
+
+    def _enqueue(
+        self,
+        tx: Transaction,
+        consumed: ConsumedOffsets | None,
+        request: Request | None = None,
+        result_key: _Key | None = None,
+    ) -> _Unit | None:
+        """Queue a finished unit for the writer; its state becomes the speculative newest."""
+        if not tx.envelopes and not tx.published and consumed is None:
+            return None
+        records = []
+        for envelope in tx.envelopes:
+            key, value, headers = encode(envelope)
+            records.append(OutgoingRecord(self.topic, key, value, headers))
+        records.extend(tx.published)
+        for record in records:
+            if record.size > self._max_record_bytes:
+                raise RecordTooLarge(
+                    f"the request would write a record of {record.size:,} bytes to {record.topic}, more than "
+                    f"the {self._max_record_bytes:,} the log accepts; nothing was written"
+                )
+        self._speculative.update(tx.pending)
+        unit = _Unit(tx, records, consumed, request, result_key)
+        for cause in unit.causes:
+            self._inflight_causes[cause] = self._inflight_causes.get(cause, 0) + 1
+        if request is not None:
+            self._requests[request.request_id] = unit
+        self._queue.append(unit)
+        self._wake.notify_all()
+        return unit
+
+    # The writer ---------------------------------------------------------------------------------
+
+    def _write_loop(self) -> None:
+        next_check = time.monotonic()
+        while True:
+            with self._lock:
+                while not self._queue and not self._snapshot_wanted and not self._closing:
+                    wait = next_check - time.monotonic()
+                    if wait <= 0:
+                        break
+                    self._wake.wait(wait)
+                if self._closing and not self._queue:
+                    for done in self._snapshot_wanted:
+                        done.set()
+                    break
+                units, self._queue = self._queue, []
+                self._writing = units
+                wanted, self._snapshot_wanted = self._snapshot_wanted, []
+            if units:
+                self._write(units)
+            if wanted or self._snapshot_due():
+                self._write_snapshots(wanted)
+            if time.monotonic() >= next_check:
+                self._check_log()
+                next_check = time.monotonic() + self._check_every_s
+        self._fail_all(CommitFailed(f"{self.topic}: the service stopped before this was written"))
+
+    def _write(self, units: list[_Unit]) -> None:
+        delay = self._retry_backoff_s[0]
+        while units:
+            records = [record for unit in units for record in unit.records]
+            consumed = [unit.consumed for unit in units if unit.consumed is not None]
+            try:
+                positions = self._commit(records, consumed)
+            except RecordsRefused as refused:
+                units = self._drop_refused(units, refused)
+                continue
+            except WriterFenced as fenced:
+                self._fence(fenced)
+                return
+            except Exception as error:
+                self.health.trouble("writer", f"cannot write to {self.topic}: {error}")
+                _retries.add(1, {"topic": self.topic})
+                log.warning("%s: write of %d unit(s) failed, retrying: %s", self.topic, len(units), error)
+                if not self._pause(delay):
+                    self._fail_all(CommitFailed(f"{self.topic}: stopped before this could be written"))
+                    return
+                delay = min(delay * 2, self._retry_backoff_s[1])
+                with self._lock:
+                    # Units queued meanwhile may build on these: they go in the same transaction.
+                    units, self._queue = units + self._queue, []
+                    self._writing = units
+                continue
+            self._land(units, positions)
+            self.health.clear("writer")
+            return
+
+    def _commit(
+        self, records: list[OutgoingRecord], consumed: list[ConsumedOffsets]
+    ) -> list[Position | None]:
+        try:
+            return self._log.commit(records, consumed)
+        except CommitInDoubt as doubt:
+            delay = self._retry_backoff_s[0]
+            while True:
+                self.health.trouble("writer", f"{self.topic}: a commit's outcome is not known yet: {doubt}")
+                try:
+                    return self._log.resolve(doubt)
+                except CommitInDoubt as still:
+                    doubt = still
+                    log.warning("%s: still resolving a commit in doubt: %s", self.topic, still)
+                if not self._pause(delay):
+                    raise
+                delay = min(delay * 2, self._retry_backoff_s[1])
+
+    def _pause(self, seconds: float) -> bool:
+        """Wait before a retry; False once the store is closing and its grace has run out."""
+        until = time.monotonic() + seconds
+        with self._lock:
+            while True:
+                now = time.monotonic()
+                if self._closing and now >= self._close_by:
+                    return False
+                if now >= until:
+                    return True
+                self._wake.wait(min(until, self._close_by if self._closing else until) - now)
+
+    def _check_log(self) -> None:
+        trouble = self._log.check()
+        if trouble is None:
+            if not self._writing:
+                self.health.clear("writer")
+        else:
+            self.health.trouble("writer", f"cannot write to {self.topic}: {trouble}")
+
+    def _land(self, units: list[_Unit], positions: Sequence[Position | None]) -> None:
+        with self._lock:
+            index = 0
+            for unit in units:
+                self._land_unit(unit, positions[index : index + len(unit.records)])
+                index += len(unit.records)
+            self._writing = []
+            self._speculative = {}
+            for unit in self._queue:
+                self._speculative.update(unit.tx.pending)
+            self.commits += 1
+            appended = sum(len(unit.tx.envelopes) for unit in units)
+            self._since_snapshot += appended
+            _events_appended.add(appended, {"topic": self.topic})
+            _group_size.record(len(units), {"topic": self.topic})
+            self._forget_closed()
+        for unit in units:
+            unit.done.set()
+
+    def _land_unit(self, unit: _Unit, positions: Sequence[Position | None]) -> None:
+        """Make a written unit's state the committed state (the caller holds the store lock)."""
+        tx = unit.tx
+        partitions: dict[_Key, int] = {}
+        for envelope, position in zip(tx.envelopes, positions, strict=False):
+            self._remember(envelope)
+            if position is not None:
+                partitions[(envelope.aggregate_type, envelope.aggregate_id)] = position.partition
+                self._next_offset[position.partition] = max(
+                    self._next_offset.get(position.partition, 0), position.offset + 1
+                )
+        self._release(unit)
+        if unit.request is not None:
+            what = _what(unit.request, unit.result_key)
+            self._seen.put(unit.request.request_id, _Answered(unit.request.fingerprint, what))
+            if unit.result is not None:
+                self._results.put(unit.request.request_id, unit.result)
+        for key, loaded in tx.pending.items():
+            if not loaded.exists:  # a deleted table row
+                self._cache.pop(key, None)
+                self._notify(self._kinds[key[0]], key[1], state=loaded.state)
+                continue
+            cached = self._cache.setdefault(key, _Cached(loaded.state, loaded.version))
+            cached.state, cached.version = loaded.state, loaded.version
+            cached.partition = partitions.get(key, cached.partition)
+            kind = self._kinds[key[0]]
+            self._track_closed(kind, key, self._clock())
+            self._notify(kind, key[1])
+
+    def _release(self, unit: _Unit) -> None:
+        """The unit is no longer in flight: its request id and causes are answered or free again."""
+        if unit.request is not None and self._requests.get(unit.request.request_id) is unit:
+            del self._requests[unit.request.request_id]
+        for cause in unit.causes:
+            left = self._inflight_causes.get(cause, 0) - 1
+            if left > 0:
+                self._inflight_causes[cause] = left
+            else:
+                self._inflight_causes.pop(cause, None)
+
+    def _remember(self, envelope: Envelope) -> None:
+        what = (
+            f"the request that recorded {envelope.event_type} "
+            f"on {envelope.aggregate_type} {envelope.aggregate_id}"
+        )
+        if self._seen.get(envelope.causation_id) is None:
+            self._seen.put(envelope.causation_id, _Answered(envelope.request_fingerprint, what))
+
+    def _drop_refused(self, units: list[_Unit], refused: RecordsRefused) -> list[_Unit]:
+        """Fail the units whose records the log refused, and those that built on them; keep the rest."""
+        failed: list[_Unit] = []
+        tainted: set[_Key] = set()
+        kept: list[_Unit] = []
+        index = 0
+        for unit in units:
+            reasons = [
+                refused.reasons[i] for i in range(index, index + len(unit.records)) if i in refused.reasons
+            ]
+            index += len(unit.records)
+            if reasons or tainted.intersection(unit.tx.pending):
+                failed.append(unit)
+                tainted.update(unit.tx.pending)
+                unit.error = CommitFailed(
+                    f"{self.topic}: not written: " + ("; ".join(reasons) or "it built on a refused write")
+                )
+            else:
+                kept.append(unit)
+        with self._lock:
+            self._writing = kept
+            self._rebuild_speculative(failed)
+        for unit in failed:
+            unit.done.set()
+        return kept
+
+    def _fence(self, fenced: WriterFenced) -> None:
+        with self._lock:
+            self._fenced = fenced
+        self.health.trouble("writer", f"fenced: {fenced}")
+        self._fail_all(WriterFenced(str(fenced)))
+        for listener in self._fenced_listeners:
+            listener(fenced)
+
+    def _fail_all(self, error: Exception) -> None:
+        """Fail every unit in flight or queued (the store stops writing)."""
+        with self._lock:
+            failed = self._writing + self._queue
+            self._writing, self._queue = [], []
+            self._rebuild_speculative(failed)
+        for unit in failed:
+            unit.error = error
+            unit.done.set()
+
+    def _rebuild_speculative(self, failed: list[_Unit]) -> None:
+        """The newest state again, without the failed units (the caller holds the store lock)."""
+        for unit in failed:
+            self._release(unit)
+        self._speculative = {}
+        for unit in self._writing + self._queue:
+            self._speculative.update(unit.tx.pending)
+        self._revert_newest({key for unit in failed for key in unit.tx.pending})
+
+    # Snapshots ----------------------------------------------------------------------------------
+
+    _snapshots_written = 0
+
+    def _snapshot_due(self) -> bool:
+        return bool(self._snapshot_every) and self._since_snapshot >= self._snapshot_every
+
+    def _write_snapshots(self, wanted: list[threading.Event]) -> None:
+        try:
+            snapshots = self._take_snapshots()
+            self._log.write_snapshots(snapshots)
+            self._snapshots_written = len(snapshots)
+        except Exception as error:  # a snapshot only shortens the next start: try again later
+            self._snapshots_written = 0
+            log.warning("%s: snapshot not written: %s", self.topic, error)
+        finally:
+            for done in wanted:
+                done.set()
+
+    def _take_snapshots(self) -> list[snapshot_pb2.PartitionSnapshot]:
         with self._lock:
             by_partition: dict[int, list[snapshot_pb2.AggregateSnapshot]] = {p: [] for p in self._next_offset}
             for (kind_name, aggregate_id), cached in self._cache.items():
@@ -426,8 +936,9 @@ class EventStore:
                 snap.taken_at.FromDatetime(self._clock())
                 snapshots.append(snap)
             self._since_snapshot = 0
-        self._log.write_snapshots(snapshots)
-        return len(snapshots)
+        return snapshots
+
+    # Rebuilding ---------------------------------------------------------------------------------
 
     def _restore_snapshots(self) -> dict[int, int]:
         start: dict[int, int] = {}
@@ -499,6 +1010,8 @@ class EventStore:
         self._track_closed(kind, key, envelope.occurred_at)
         self._notify(kind, envelope.aggregate_id, newest_too=True)
 
+    # Listeners and forgetting -------------------------------------------------------------------
+
     def _notify(
         self, kind: AggregateKind[Any], aggregate_id: str, *, newest_too: bool = False, state: Any = None
     ) -> None:
@@ -542,107 +1055,12 @@ class EventStore:
                 del self._cache[key]
                 self.forgotten_aggregates += 1
 
-    def _enqueue(self, tx: Transaction, consumed: ConsumedOffsets | None) -> _Unit | None:
-        """Queue a finished unit for the next group commit; its state becomes the speculative newest."""
-        if not tx.envelopes and not tx.published and consumed is None:
-            return None
-        records = []
-        for envelope in tx.envelopes:
-            key, value, headers = encode(envelope)
-            records.append(OutgoingRecord(self.topic, key, value, headers))
-        records.extend(tx.published)
-        self._speculative.update(tx.pending)
-        self._speculative_causes.update(envelope.causation_id for envelope in tx.envelopes)
-        unit = _Unit(tx, records, consumed)
-        self._queue.append(unit)
-        return unit
 
-    def _await(self, unit: _Unit) -> None:
-        while not unit.done.is_set():
-            with self._commit_lock:
-                if not unit.done.is_set():
-                    self._commit_queued()
-        if unit.error is not None:
-            raise unit.error
+_ANSWERED = object()
 
-    def _commit_queued(self) -> None:
-        """Write every queued unit in one log transaction (the caller holds the commit lock)."""
-        with self._lock:
-            units, self._queue = self._queue, []
-        if not units:
-            return
-        records = [record for unit in units for record in unit.records]
-        consumed = [unit.consumed for unit in units if unit.consumed is not None]
-        try:
-            positions = self._log.commit(records, consumed)
-        except Exception as error:
-            self._fail(units, error)
-            return
-        with self._lock:
-            index = 0
-            for unit in units:
-                self._land(unit.tx, positions[index : index + len(unit.records)])
-                index += len(unit.records)
-            self._speculative = {
-                key: loaded
-                for key, loaded in self._speculative.items()
-                if loaded.version > (self._cache[key].version if key in self._cache else 0)
-            }
-            self._speculative_causes -= {
-                envelope.causation_id for unit in units for envelope in unit.tx.envelopes
-            }
-            self.commits += 1
-            appended = sum(len(unit.tx.envelopes) for unit in units)
-            self._since_snapshot += appended
-            _events_appended.add(appended, {"topic": self.topic})
-            _group_size.record(len(units), {"topic": self.topic})
-            snapshot_due = self._snapshot_every and self._since_snapshot >= self._snapshot_every
-            self._forget_closed()
-        for unit in units:
-            unit.done.set()
-        if snapshot_due:
-            self._snapshot()
 
-    def _land(self, tx: Transaction, positions: Sequence[Position | None]) -> None:
-        """Make a written unit's state the committed state (the caller holds the store lock)."""
-        partitions: dict[tuple[str, str], int] = {}
-        for envelope, position in zip(tx.envelopes, positions, strict=False):
-            self._seen.add(envelope.causation_id)
-            if position is not None:
-                partitions[(envelope.aggregate_type, envelope.aggregate_id)] = position.partition
-                self._next_offset[position.partition] = max(
-                    self._next_offset.get(position.partition, 0), position.offset + 1
-                )
-        for key, loaded in tx.pending.items():
-            if not loaded.exists:  # a deleted table row
-                self._cache.pop(key, None)
-                self._notify(self._kinds[key[0]], key[1], state=loaded.state)
-                continue
-            cached = self._cache.setdefault(key, _Cached(loaded.state, loaded.version))
-            cached.state, cached.version = loaded.state, loaded.version
-            cached.partition = partitions.get(key, cached.partition)
-            kind = self._kinds[key[0]]
-            self._track_closed(kind, key, self._clock())
-            self._notify(kind, key[1])
-
-    def _fail(self, units: list[_Unit], error: Exception) -> None:
-        """Fail the written group and everything queued behind it, which may have built on it."""
-        with self._lock:
-            failed = units + self._queue
-            self._queue = []
-            reverted = list(self._speculative)
-            self._speculative.clear()
-            self._speculative_causes.clear()
-            self._revert_newest(reverted)
-            if isinstance(error, WriterFenced):
-                self._fenced = error
-        for unit in failed:
-            if isinstance(error, WriterFenced):
-                unit.error = WriterFenced(str(error))
-            else:
-                unit.error = CommitFailed(f"{self.topic}: {type(error).__name__}: {error}")
-            unit.error.__cause__ = error
-            unit.done.set()
+def _what(request: Request, key: _Key | None) -> str:
+    return f"{request.name} on {key[0]} {key[1]}" if key is not None else request.name
 
 
 class Transaction:
@@ -650,7 +1068,7 @@ class Transaction:
 
     def __init__(self, store: EventStore) -> None:
         self._store = store
-        self.pending: dict[tuple[str, str], Loaded[Any]] = {}
+        self.pending: dict[_Key, Loaded[Any]] = {}
         self.envelopes: list[Envelope] = []
         self.published: list[OutgoingRecord] = []
 
@@ -659,6 +1077,14 @@ class Transaction:
         if pending is not None:
             return pending
         return self._store._newest(self._store.kind(kind_name), aggregate_id)
+
+    def decide(self, kind_name: str, aggregate_id: str, decide: Decide, cause: Cause) -> list[Envelope]:
+        """Load an aggregate, decide against it and append what was decided: a reaction's one step."""
+        loaded = self.load(kind_name, aggregate_id)
+        events = decide(loaded)
+        if not events:
+            return []
+        return self.append(kind_name, aggregate_id, loaded.version, events, cause)
 
     def append(
         self,

@@ -1,18 +1,26 @@
-"""gRPC server helpers: build and start a server with health and reflection, map domain errors to
-status codes, and serve until the process is told to stop."""
+"""gRPC server helpers: build and start a server with health and reflection, map errors to status
+codes, and serve until the process is told to stop.
+
+Health follows the process's ``Health``: NOT_SERVING while it rebuilds its state, cannot write or
+is stopping. Until the state is rebuilt every call but health and reflection is refused with
+UNAVAILABLE. An unexpected error answers INTERNAL with an error id that is also in the log, never a
+traceback to the caller. The port is bound exclusively: a second server on a taken port fails.
+"""
 
 from __future__ import annotations
 
 import logging
 import signal
 import threading
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from concurrent import futures
 from dataclasses import dataclass
 from typing import Any, NamedTuple, NoReturn
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health as health_module
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from services.platform.errors import (
@@ -20,12 +28,17 @@ from services.platform.errors import (
     FailedPrecondition,
     InvalidArgument,
     NotFound,
+    Overloaded,
     PermissionDenied,
+    Unavailable,
 )
+from services.platform.health import Health
+from services.platform.logs import request_id
 
 log = logging.getLogger(__name__)
 
 INTERNAL_ERROR_DETAILS = "internal error"
+_ALWAYS_OPEN = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 
 _STATUS_BY_ERROR: tuple[tuple[type[DomainError], grpc.StatusCode], ...] = (
     (InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
@@ -50,7 +63,7 @@ class RunningServer:
 
     server: grpc.Server
     port: int
-    health: health.HealthServicer
+    health: health_module.HealthServicer
 
     def stop(self, grace: float | None) -> None:
         """Report NOT_SERVING to every health check and watcher, then let in-flight RPCs finish for up
@@ -59,36 +72,61 @@ class RunningServer:
         self.server.stop(grace).wait()
 
 
+class PortTaken(Exception):
+    """The address is in use by another process."""
+
+
 def create_server(
     address: str,
     services: Sequence[ServiceRegistration],
     *,
     max_workers: int,
     interceptors: Sequence[grpc.ServerInterceptor] = (),
+    max_concurrent_rpcs: int | None = None,
+    health: Health | None = None,
+    ready: threading.Event | None = None,
 ) -> RunningServer:
     """Register ``services`` with the health and reflection services, bind ``address`` (port 0 picks a
     free port) and start serving.
 
-    ``interceptors`` run outermost first (telemetry, then authentication); the domain-error mapping is
-    always innermost, next to the servicers.
+    ``interceptors`` run outermost first (telemetry, then authentication); the error mapping is always
+    innermost, next to the servicers. With ``health``, the health service follows it; with ``ready``,
+    other calls are refused (UNAVAILABLE) until it is set. Beyond ``max_concurrent_rpcs`` calls at
+    once, gRPC refuses more with RESOURCE_EXHAUSTED.
     """
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc"),
-        interceptors=(*interceptors, DomainErrorInterceptor()),
+        interceptors=(*interceptors, ErrorInterceptor(ready, health)),
+        # Without this a second server binds the same port silently and takes half the calls.
+        options=[("grpc.so_reuseport", 0)],
+        maximum_concurrent_rpcs=max_concurrent_rpcs,
     )
-    health_servicer = health.HealthServicer()
+    health_servicer = health_module.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for registration in services:
         registration.add_to_server(registration.servicer, server)
     service_names = [registration.service_name for registration in services]
     reflection.enable_server_reflection(
-        (*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        (*service_names, health_module.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
-    port = server.add_insecure_port(address)
+    try:
+        port = server.add_insecure_port(address)
+    except RuntimeError:
+        port = 0
     if port == 0:
-        raise RuntimeError(f"gRPC server could not bind {address}")
-    for name in ("", *service_names):
-        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+        raise PortTaken(f"{address} is taken")
+
+    def follow(serving: bool, _why: str) -> None:
+        status = (
+            health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for name in ("", *service_names):
+            health_servicer.set(name, status)
+
+    if health is not None:
+        health.watch(follow)
+    else:
+        follow(True, "")
     server.start()
     return RunningServer(server=server, port=port, health=health_servicer)
 
@@ -110,25 +148,27 @@ def _request_stop(stop: threading.Event, signum: int) -> None:
     stop.set()
 
 
-def serve(server: RunningServer, grace_s: float, *, stop: threading.Event | None = None) -> None:
-    """Block until SIGTERM or SIGINT (or until ``stop`` is set, when given), then stop gracefully."""
-    if stop is None:
-        stop = stop_on_signals()
-    stop.wait()
-    server.stop(grace_s)
-
-
-def status_for(error: DomainError) -> grpc.StatusCode:
-    """The status code a domain error is reported with."""
+def status_for(error: Exception) -> grpc.StatusCode:
+    """The status code an error is reported with."""
+    if isinstance(error, Unavailable):
+        return grpc.StatusCode.UNAVAILABLE
+    if isinstance(error, Overloaded):
+        return grpc.StatusCode.RESOURCE_EXHAUSTED
     for error_type, code in _STATUS_BY_ERROR:
         if isinstance(error, error_type):
             return code
     return grpc.StatusCode.FAILED_PRECONDITION
 
 
-class DomainErrorInterceptor(grpc.ServerInterceptor):
-    """Turns a domain error raised by a servicer into its status code with the error's message as
-    details, and any other exception into INTERNAL with a generic message (traceback logged)."""
+class ErrorInterceptor(grpc.ServerInterceptor):
+    """Turns an error raised by a servicer into its status code with the error's message as details:
+    domain errors, UNAVAILABLE and RESOURCE_EXHAUSTED; any other exception into INTERNAL with an error
+    id that the log line carrying the traceback also has. Refuses calls until ``ready`` is set, and
+    puts each call's request id into the log context."""
+
+    def __init__(self, ready: threading.Event | None = None, health: Health | None = None) -> None:
+        self._ready = ready
+        self._health = health
 
     def intercept_service(
         self,
@@ -139,6 +179,9 @@ class DomainErrorInterceptor(grpc.ServerInterceptor):
         if handler is None:
             return None
         method = handler_call_details.method
+        if method.startswith(_ALWAYS_OPEN):
+            return handler
+        gate = self._gate
         if handler.response_streaming:
             behavior = handler.stream_stream if handler.request_streaming else handler.unary_stream
             factory = (
@@ -146,7 +189,7 @@ class DomainErrorInterceptor(grpc.ServerInterceptor):
                 if handler.request_streaming
                 else grpc.unary_stream_rpc_method_handler
             )
-            wrapped: Callable[..., Any] = _streaming_response(behavior, method)
+            wrapped: Callable[..., Any] = _streaming_response(behavior, method, gate)
         else:
             behavior = handler.stream_unary if handler.request_streaming else handler.unary_unary
             factory = (
@@ -154,27 +197,41 @@ class DomainErrorInterceptor(grpc.ServerInterceptor):
                 if handler.request_streaming
                 else grpc.unary_unary_rpc_method_handler
             )
-            wrapped = _single_response(behavior, method)
+            wrapped = _single_response(behavior, method, gate)
         return factory(
             wrapped,
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
 
+    def _gate(self) -> None:
+        if self._ready is not None and not self._ready.is_set():
+            why = self._health.why() if self._health is not None else ""
+            raise Unavailable(f"the service is starting{': ' + why if why else ''}; try again shortly")
 
-def _single_response(behavior: Callable[..., Any], method: str) -> Callable[..., Any]:
+
+def _single_response(
+    behavior: Callable[..., Any], method: str, gate: Callable[[], None]
+) -> Callable[..., Any]:
     def call(request: Any, context: grpc.ServicerContext) -> Any:
+        token = request_id.set(getattr(request, "request_id", "") or "")
         try:
+            gate()
             return behavior(request, context)
         except Exception as error:
             _abort_for(error, context, method)
+        finally:
+            request_id.reset(token)
 
     return call
 
 
-def _streaming_response(behavior: Callable[..., Iterator[Any]], method: str) -> Callable[..., Iterator[Any]]:
+def _streaming_response(
+    behavior: Callable[..., Iterator[Any]], method: str, gate: Callable[[], None]
+) -> Callable[..., Iterator[Any]]:
     def call(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
         try:
+            gate()
             yield from behavior(request, context)
         except Exception as error:
             _abort_for(error, context, method)
@@ -186,7 +243,8 @@ def _abort_for(error: Exception, context: grpc.ServicerContext, method: str) -> 
     # ServicerContext.abort() records the status and then raises a bare Exception: let that one through.
     if type(error) is Exception and context.code() is not None:
         raise error
-    if isinstance(error, DomainError):
+    if isinstance(error, DomainError | Unavailable | Overloaded):
         context.abort(status_for(error), str(error))
-    log.exception("unexpected error in %s", method)
-    context.abort(grpc.StatusCode.INTERNAL, INTERNAL_ERROR_DETAILS)
+    error_id = uuid.uuid4().hex[:12]
+    log.exception("internal error %s in %s", error_id, method)
+    context.abort(grpc.StatusCode.INTERNAL, f"{INTERNAL_ERROR_DETAILS} {error_id} (in the service's log)")

@@ -1,9 +1,24 @@
-"""Kafka adapters of the kernel's ports: the transactional event log and the read_committed source."""
+"""Kafka adapters of the kernel's ports: the transactional event log and the read_committed source.
+
+Every call that waits on a broker has a timeout (``KafkaSettings.call_timeout_s``), so an outage
+makes a call fail rather than hang. What a failure means follows librdkafka's error flags:
+- an abortable error (or any failure before the commit is sent) aborts the transaction: nothing is
+  visible, and the store writes the same records again (``LogWriteFailed``);
+- a record the broker refuses for what it is (too large, not allowed) is reported by index
+  (``RecordsRefused``), so its unit fails alone;
+- a fatal error replaces the producer: the new one's ``init_transactions`` settles the old
+  transaction, and a commit whose outcome was not learnt is then looked up in the log itself
+  (``CommitInDoubt`` / ``resolve``);
+- ``_FENCED`` means another instance took over the transactional id: ``WriterFenced``, and the
+  process stops so that its supervisor can start it again.
+"""
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from callcenter.common.v1 import snapshot_pb2
@@ -19,17 +34,41 @@ from confluent_kafka import (
 
 from services.platform.consumer import Source
 from services.platform.errors import WriterFenced
-from services.platform.eventstore import ConsumedOffsets, EventLog, LogRecord, OutgoingRecord, Position
+from services.platform.eventstore import (
+    CommitInDoubt,
+    ConsumedOffsets,
+    EventLog,
+    LogRecord,
+    LogWriteFailed,
+    OutgoingRecord,
+    Position,
+    RecordsRefused,
+)
+from services.platform.logs import kafka_logger
 from services.platform.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
 
 MAX_SNAPSHOT_BYTES = 16 * 1024 * 1024
-_FENCED = {KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH}
-
-
-class LogWriteFailed(Exception):
-    """A transaction was aborted; nothing of it is visible. The caller may retry the unit of work."""
+_FENCED = {KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.FENCED_INSTANCE_ID}
+# Refusals of one record for what it is: writing it again cannot help.
+_RECORD_REFUSALS = {
+    KafkaError.MSG_SIZE_TOO_LARGE,
+    KafkaError.INVALID_RECORD,
+    KafkaError.INVALID_MSG,
+    KafkaError.INVALID_MSG_SIZE,
+    KafkaError.TOPIC_AUTHORIZATION_FAILED,
+    KafkaError.UNKNOWN_TOPIC_OR_PART,
+    KafkaError._UNKNOWN_TOPIC,
+    KafkaError.RECORD_LIST_TOO_LARGE,
+}
+# What the error callback hears when the broker cannot be reached at all.
+_UNREACHABLE = {
+    KafkaError._ALL_BROKERS_DOWN,
+    KafkaError._AUTHENTICATION,
+    KafkaError._SSL,
+    KafkaError.SASL_AUTHENTICATION_FAILED,
+}
 
 
 def producer_config(kafka: KafkaSettings, transactional_id: str) -> dict[str, Any]:
@@ -44,6 +83,7 @@ def producer_config(kafka: KafkaSettings, transactional_id: str) -> dict[str, An
         "transaction.timeout.ms": kafka.transaction_timeout_ms,
         "linger.ms": 1,
         "message.max.bytes": MAX_SNAPSHOT_BYTES,
+        "logger": kafka_logger(transactional_id),
     }
 
 
@@ -58,6 +98,9 @@ def consumer_config(kafka: KafkaSettings, group_id: str, **extra: Any) -> dict[s
         "auto.offset.reset": "earliest",
         "fetch.max.bytes": MAX_SNAPSHOT_BYTES * 2,
         "max.partition.fetch.bytes": MAX_SNAPSHOT_BYTES,
+        "session.timeout.ms": kafka.session_timeout_ms,
+        "heartbeat.interval.ms": max(500, kafka.session_timeout_ms // 3),
+        "logger": kafka_logger(group_id),
         **extra,
     }
 
@@ -73,9 +116,14 @@ def _record(message: Message) -> LogRecord:
     )
 
 
-def _read_to_end(consumer: Consumer, topic: str, start: Mapping[int, int]) -> Iterator[LogRecord]:
-    """Yield committed records of every partition of ``topic`` from ``start`` until each is at its end."""
-    metadata = consumer.list_topics(topic, timeout=10)
+def _read_to_end(
+    consumer: Consumer, topic: str, start: Mapping[int, int], stall_s: float
+) -> Iterator[LogRecord]:
+    """Yield committed records of every partition of ``topic`` from ``start`` until each is at its end.
+
+    Raises when the broker gives nothing (no record, no end of partition) for ``stall_s``.
+    """
+    metadata = consumer.list_topics(topic, timeout=stall_s)
     topic_metadata = metadata.topics.get(topic)
     if topic_metadata is None or topic_metadata.error is not None:
         raise KafkaException(
@@ -84,8 +132,16 @@ def _read_to_end(consumer: Consumer, topic: str, start: Mapping[int, int]) -> It
     partitions = sorted(topic_metadata.partitions)
     consumer.assign([TopicPartition(topic, p, start.get(p, OFFSET_BEGINNING)) for p in partitions])
     remaining = set(partitions)
+    last_progress = time.monotonic()
     while remaining:
-        for message in consumer.consume(1000, timeout=0.1):
+        messages = consumer.consume(1000, timeout=0.1)
+        if messages:
+            last_progress = time.monotonic()
+        elif time.monotonic() - last_progress > stall_s:
+            raise KafkaException(
+                KafkaError(KafkaError._TIMED_OUT, f"reading {topic} made no progress for {stall_s:g}s")
+            )
+        for message in messages:
             error = message.error()
             if error is not None:
                 if error.code() == KafkaError._PARTITION_EOF:
@@ -93,6 +149,14 @@ def _read_to_end(consumer: Consumer, topic: str, start: Mapping[int, int]) -> It
                     continue
                 raise KafkaException(error)
             yield _record(message)
+
+
+@dataclass(frozen=True)
+class _Doubt:
+    """Where the first record of an in-doubt commit went, and every record's position."""
+
+    first: tuple[str, int, int] | None
+    positions: tuple[Position | None, ...]
 
 
 class KafkaEventLog(EventLog):
@@ -108,13 +172,259 @@ class KafkaEventLog(EventLog):
         self.topic = topic or f"{writer_id} (tables only)"
         self._events_topic = topic
         self._kafka = kafka
+        self._timeout = kafka.call_timeout_s
         self._snapshot_topic = snapshot_topic
         self._writer_id = writer_id
         self._producer: Producer | None = None
+        self._initialising: Producer | None = None
+        self._unreachable: str | None = None
+        self._closed = False
+
+    # The writer's producer ------------------------------------------------------------------------
 
     def open(self) -> None:
-        self._producer = Producer(producer_config(self._kafka, self._writer_id))
-        self._producer.init_transactions(30)
+        deadline = time.monotonic() + self._kafka.open_timeout_s
+        while True:
+            try:
+                self._ready()
+                return
+            except LogWriteFailed:
+                if time.monotonic() >= deadline:
+                    raise
+
+    def _ready(self) -> Producer:
+        """The initialised producer, making (or going on initialising) one within one call timeout."""
+        if self._producer is not None:
+            return self._producer
+        if self._closed:
+            raise LogWriteFailed(f"the event log of {self.topic} is closed")
+        if self._initialising is None:
+            self._initialising = Producer(
+                {**producer_config(self._kafka, self._writer_id), "error_cb": self._on_error}
+            )
+        try:
+            self._initialising.init_transactions(self._timeout)
+        except KafkaException as exception:
+            error: KafkaError = exception.args[0]
+            if error.fatal() or not error.retriable():
+                self._initialising = None
+            raise LogWriteFailed(f"the writer {self._writer_id!r} is not ready: {error.str()}") from exception
+        self._producer, self._initialising = self._initialising, None
+        return self._producer
+
+    def _on_error(self, error: KafkaError) -> None:
+        if error.code() in _UNREACHABLE:
+            self._unreachable = error.str()
+
+    def _reset(self) -> None:
+        """Give up this producer; the next one's init_transactions settles whatever it left open."""
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            producer.purge()
+            producer.flush(0)
+
+    def check(self) -> str | None:
+        try:
+            producer = self._ready()
+        except LogWriteFailed as error:
+            return str(error)
+        producer.poll(0)
+        if self._unreachable is None:
+            return None
+        try:
+            producer.list_topics(self._events_topic, timeout=min(1.0, self._timeout))
+        except KafkaException:
+            return f"no broker answers at {self._kafka.bootstrap_servers}: {self._unreachable}"
+        self._unreachable = None
+        return None
+
+    # Writing ------------------------------------------------------------------------------------
+
+    def commit(
+        self, records: Sequence[OutgoingRecord], consumed: Sequence[ConsumedOffsets]
+    ) -> list[Position | None]:
+        producer = self._ready()
+        placed: list[tuple[str, int, int] | None] = [None] * len(records)
+        refused: dict[int, str] = {}
+        failed: list[KafkaError] = []
+
+        def delivered(index: int, error: KafkaError | None, message: Any) -> None:
+            if error is None:
+                placed[index] = (message.topic(), message.partition(), message.offset())
+            elif error.code() in _RECORD_REFUSALS:
+                refused[index] = f"{records[index].topic} refused a record: {error.str()}"
+            else:
+                failed.append(error)
+
+        try:
+            producer.begin_transaction()
+            for index, record in enumerate(records):
+                self._produce(producer, record, index, delivered, refused)
+            for group in consumed:
+                producer.send_offsets_to_transaction(
+                    [TopicPartition(t, p, o) for (t, p), o in group.offsets.items()],
+                    group.group_metadata,
+                    self._timeout,
+                )
+            left = producer.flush(self._timeout)
+        except KafkaException as exception:
+            self._abort(exception.args[0])
+        if left or refused or failed:
+            self._abort(
+                failed[0] if failed else None,
+                f"{left} record(s) not acknowledged within {self._timeout:g}s" if left else "",
+            )
+            if refused:
+                raise RecordsRefused(refused)
+        positions = tuple(
+            Position(where[1], where[2]) if where is not None and where[0] == self._events_topic else None
+            for where in placed
+        )
+        self._commit_transaction(producer, _Doubt(self._first(placed), positions))
+        return list(positions)
+
+    def _produce(
+        self,
+        producer: Producer,
+        record: OutgoingRecord,
+        index: int,
+        delivered: Any,
+        refused: dict[int, str],
+    ) -> None:
+        deadline = time.monotonic() + self._timeout
+        while True:
+            try:
+                producer.produce(
+                    record.topic,
+                    record.value,
+                    record.key,
+                    headers=record.headers,
+                    on_delivery=lambda e, m, i=index: delivered(i, e, m),
+                )
+                return
+            except BufferError:
+                # The producer's queue is full: let it send, then try again within the call's timeout.
+                if time.monotonic() >= deadline:
+                    raise KafkaException(
+                        KafkaError(KafkaError._QUEUE_FULL, "the producer's queue stayed full")
+                    ) from None
+                producer.poll(0.05)
+            except KafkaException as exception:
+                if exception.args[0].code() in _RECORD_REFUSALS:
+                    refused[index] = f"{record.topic} refused a record: {exception.args[0].str()}"
+                    return
+                raise
+
+    def _first(self, placed: Sequence[tuple[str, int, int] | None]) -> tuple[str, int, int] | None:
+        """The record to look for when the commit's outcome is in doubt: one of the events topic first."""
+        own = [where for where in placed if where is not None and where[0] == self._events_topic]
+        others = [where for where in placed if where is not None]
+        return (own or others or [None])[0]
+
+    def _commit_transaction(self, producer: Producer, doubt: _Doubt) -> None:
+        deadline = time.monotonic() + self._kafka.commit_timeout_s
+        while True:
+            try:
+                producer.commit_transaction(self._timeout)
+                return
+            except KafkaException as exception:
+                error: KafkaError = exception.args[0]
+                if error.code() in _FENCED:
+                    self._fenced(error)
+                if error.txn_requires_abort():
+                    self._abort(error)
+                if error.retriable() and not error.fatal() and time.monotonic() < deadline:
+                    continue
+                self._reset()
+                raise CommitInDoubt(
+                    f"the commit on {self.topic} did not finish: {error.str()}", doubt
+                ) from exception
+
+    def _abort(self, error: KafkaError | None, why: str = "") -> None:
+        """Abort the open transaction (or give up the producer), then raise LogWriteFailed."""
+        if error is not None and error.code() in _FENCED:
+            self._fenced(error)
+        reason = why or (error.str() if error is not None else "aborted")
+        if error is not None and error.fatal():
+            self._reset()
+        elif self._producer is not None:
+            try:
+                self._producer.abort_transaction(self._timeout)
+            except KafkaException as abort_error:
+                if abort_error.args[0].code() in _FENCED:
+                    self._fenced(abort_error.args[0])
+                log.warning("abort on %s failed (%s); a new producer", self.topic, abort_error.args[0].str())
+                self._reset()
+        raise LogWriteFailed(f"transaction on {self.topic} aborted: {reason}")
+
+    def _fenced(self, error: KafkaError) -> None:
+        self._producer = None
+        raise WriterFenced(
+            f"writer {self._writer_id!r} of {self.topic} was fenced by a newer instance: {error.str()}"
+        )
+
+    def resolve(self, doubt: CommitInDoubt) -> list[Position | None]:
+        token: _Doubt = doubt.token
+        if token.first is None:
+            # Only offsets were in it: committing them again is harmless.
+            raise LogWriteFailed(f"{self.topic}: an in-doubt commit of offsets only is written again")
+        try:
+            self._ready()  # its init_transactions has settled the old producer's transaction
+        except LogWriteFailed as error:
+            raise CommitInDoubt(str(error), token) from error
+        topic, partition, offset = token.first
+        consumer = Consumer(
+            consumer_config(self._kafka, f"{self._writer_id}.resolve", **{"enable.partition.eof": True})
+        )
+        try:
+            consumer.assign([TopicPartition(topic, partition, offset)])
+            deadline = time.monotonic() + self._timeout
+            while time.monotonic() < deadline:
+                message = consumer.poll(0.1)
+                if message is None:
+                    continue
+                error = message.error()
+                if error is not None and error.code() != KafkaError._PARTITION_EOF:
+                    continue
+                if error is None and message.offset() == offset:
+                    log.info("%s: the commit in doubt landed (%s[%d]@%d)", self.topic, *token.first)
+                    return list(token.positions)
+                log.info("%s: the commit in doubt did not land; writing it again", self.topic)
+                raise LogWriteFailed(f"{self.topic}: the commit in doubt was aborted")
+        finally:
+            consumer.close()
+        raise CommitInDoubt(f"{self.topic}: could not read {topic}[{partition}]@{offset} back yet", token)
+
+    def write_snapshots(self, snapshots: Sequence[snapshot_pb2.PartitionSnapshot]) -> None:
+        producer = self._ready()
+        try:
+            producer.begin_transaction()
+            for snapshot in snapshots:
+                producer.produce(
+                    self._snapshot_topic,
+                    snapshot.SerializeToString(),
+                    f"{snapshot.topic}/{snapshot.partition}",
+                )
+            left = producer.flush(self._timeout)
+        except KafkaException as exception:
+            self._abort(exception.args[0])
+        if left:
+            self._abort(None, f"{left} snapshot(s) not acknowledged within {self._timeout:g}s")
+        try:
+            producer.commit_transaction(self._timeout)
+        except KafkaException as exception:
+            # A snapshot is only a shortcut for the next start: whatever became of it, go on.
+            self._reset()
+            raise LogWriteFailed(f"snapshot of {self.topic} not committed: {exception}") from exception
+
+    def close(self) -> None:
+        self._closed = True
+        if self._producer is not None:
+            self._producer.flush(min(1.0, self._timeout))
+            self._producer = None
+        self._initialising = None
+
+    # Reading ------------------------------------------------------------------------------------
 
     def read_snapshots(self) -> list[snapshot_pb2.PartitionSnapshot]:
         if self._snapshot_topic is None:
@@ -147,89 +457,26 @@ class KafkaEventLog(EventLog):
             )
         )
         try:
-            yield from _read_to_end(consumer, topic, start)
+            yield from _read_to_end(consumer, topic, start, self._kafka.open_timeout_s)
         finally:
             consumer.close()
 
-    def commit(
-        self, records: Sequence[OutgoingRecord], consumed: Sequence[ConsumedOffsets]
-    ) -> list[Position | None]:
-        producer = self._writer()
-        positions: list[Position | None] = [None] * len(records)
-        failures: list[KafkaError] = []
-
-        def delivered(index: int, error: KafkaError | None, message: Any) -> None:
-            if error is not None:
-                failures.append(error)
-            elif message.topic() == self.topic:
-                positions[index] = Position(message.partition(), message.offset())
-
-        try:
-            producer.begin_transaction()
-            for index, record in enumerate(records):
-                producer.produce(
-                    record.topic,
-                    record.value,
-                    record.key,
-                    headers=record.headers,
-                    on_delivery=lambda e, m, i=index: delivered(i, e, m),
-                )
-            for group in consumed:
-                producer.send_offsets_to_transaction(
-                    [TopicPartition(t, p, o) for (t, p), o in group.offsets.items()], group.group_metadata
-                )
-            producer.flush()
-            if failures:
-                raise KafkaException(failures[0])
-            producer.commit_transaction()
-        except KafkaException as exception:
-            self._fail(exception)
-        return positions
-
-    def write_snapshots(self, snapshots: Sequence[snapshot_pb2.PartitionSnapshot]) -> None:
-        producer = self._writer()
-        try:
-            producer.begin_transaction()
-            for snapshot in snapshots:
-                producer.produce(
-                    self._snapshot_topic,
-                    snapshot.SerializeToString(),
-                    f"{snapshot.topic}/{snapshot.partition}",
-                )
-            producer.commit_transaction()
-        except KafkaException as exception:
-            self._fail(exception)
-
-    def close(self) -> None:
-        if self._producer is not None:
-            self._producer.flush(5)
-            self._producer = None
-
-    def _writer(self) -> Producer:
-        if self._producer is None:
-            raise RuntimeError(f"event log of {self.topic} is not open")
-        return self._producer
-
-    def _fail(self, exception: KafkaException) -> None:
-        error: KafkaError = exception.args[0]
-        if error.code() in _FENCED or error.fatal():
-            self._producer = None
-            raise WriterFenced(
-                f"writer {self._writer_id!r} of {self.topic} was fenced by a newer instance: {error.str()}"
-            ) from exception
-        try:
-            self._writer().abort_transaction()
-        except KafkaException as abort_error:
-            log.warning("abort of %s transaction failed: %s", self.topic, abort_error)
-        raise LogWriteFailed(f"transaction on {self.topic} aborted: {error.str()}") from exception
-
 
 class KafkaSource(Source):
-    """A consumer-group member reading committed records; offsets commit in the writer's transaction."""
+    """A consumer-group member reading committed records; offsets commit in the writer's transaction.
 
-    def __init__(self, kafka: KafkaSettings, group_id: str, topics: Sequence[str]) -> None:
-        self._consumer = Consumer(consumer_config(kafka, group_id))
+    ``instance_id`` makes it a static member: restarted with the same id, it takes its partitions
+    back at once instead of waiting for the old session to expire; a second process with the same id
+    fences the first (``WriterFenced`` here).
+    """
+
+    def __init__(
+        self, kafka: KafkaSettings, group_id: str, topics: Sequence[str], instance_id: str | None = None
+    ) -> None:
+        extra = {"group.instance.id": instance_id} if instance_id else {}
+        self._consumer = Consumer(consumer_config(kafka, group_id, **extra))
         self._consumer.subscribe(list(topics))
+        self._name = group_id
 
     def poll(self, max_records: int, timeout_s: float) -> list[LogRecord]:
         # Wait for the first record only, then take what is already fetched without waiting: a batch
@@ -244,9 +491,11 @@ class KafkaSource(Source):
             if error is not None:
                 if error.code() == KafkaError._PARTITION_EOF:
                     continue
+                if error.code() in _FENCED:
+                    raise WriterFenced(f"consumer {self._name} was fenced by a newer instance: {error.str()}")
                 if error.fatal() or not error.retriable():
                     raise KafkaException(error)
-                log.warning("consumer error (will retry): %s", error.str())
+                log.warning("consumer %s: %s (retrying)", self._name, error.str())
                 continue
             records.append(_record(message))
         return records

@@ -1,75 +1,107 @@
-"""One service process: its store, background threads and gRPC server started and stopped together,
-and the ``main`` every service shares (preflight checks, telemetry, serve until SIGTERM or SIGINT)."""
+"""One service process: a context wired once by its ``bootstrap``, then served until it is told to stop.
+
+Each context's ``bootstrap(settings, adapters)`` builds its store, service layer, servicers,
+reactions and timers over the adapters it is given: Kafka (``kafka_adapters``) in ``main.py``,
+the in-memory fakes in ``tests/support``. ``serve_context`` then runs it as a process: it claims
+the writer id on this machine, binds the gRPC port (refusing at once if either is taken, naming
+who holds it), rebuilds the state while health says NOT_SERVING, and only then serves, reacts and
+fires timers. A writer fenced by another instance stops the process, so that its supervisor can
+start it again; ``run_main`` turns that into exit code 75.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import json
 import logging
-import sys
+import os
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from types import ModuleType
-from typing import Any, Generic, TypeVar
+from typing import IO, Any, Generic, TypeVar
 
-from services.platform.consumer import BatchHandler, ConsumerRunner, Handler
+from services.platform.consumer import BatchHandler, ConsumerRunner, Handler, Source
 from services.platform.envelope import EventRegistry
-from services.platform.eventstore import AggregateKind, EventStore
+from services.platform.errors import WriterFenced
+from services.platform.eventstore import AggregateKind, EventLog, EventStore
 from services.platform.grpc_server import (
+    PortTaken,
     RunningServer,
     ServiceRegistration,
     create_server,
-    serve,
     stop_on_signals,
 )
+from services.platform.health import Health
 from services.platform.kafka import KafkaEventLog, KafkaSource
+from services.platform.logs import setup_logging
 from services.platform.preflight import KafkaUnreachable, require_kafka
 from services.platform.settings import Settings
 from services.platform.telemetry import server_interceptors, setup_telemetry
+from services.platform.timers import DeadlineScheduler
 
 T = TypeVar("T")
 
+EXIT_FENCED = 75  # EX_TEMPFAIL: another instance took over; a supervisor may start this one again
+EXIT_REFUSED = 1
 
-@dataclass
-class ServiceProcess(Generic[T]):
-    """A started service: ``service`` is its service layer, for tests and composition."""
-
-    name: str
-    store: EventStore
-    service: T
-    server: RunningServer
-    stop: threading.Event
-    threads: list[threading.Thread] = field(default_factory=list)
-    # Other things to stop before the store closes (an HTTP server), in order.
-    closers: list[Callable[[], None]] = field(default_factory=list)
-    # The port of the service's HTTP API, when it has one.
-    http_port: int | None = None
-
-    def run_in_background(self, name: str, target: Callable[[threading.Event], None]) -> None:
-        thread = threading.Thread(target=target, args=(self.stop,), name=f"{self.name}-{name}", daemon=True)
-        thread.start()
-        self.threads.append(thread)
-
-    def close(self, grace_s: float) -> None:
-        """Stop taking requests, let in-flight ones finish, stop the threads, then the store's writer."""
-        self.stop.set()
-        self.server.stop(grace_s)
-        for closer in self.closers:
-            closer()
-        for thread in self.threads:
-            thread.join(grace_s)
-        self.store.close()
-
-
-Start = Callable[[Settings, threading.Event], ServiceProcess]
+log = logging.getLogger(__name__)
 
 
 def wall_clock() -> datetime:
     return datetime.now(UTC)
 
 
+@dataclass(frozen=True)
+class Adapters:
+    """The outside world a context is wired to: Kafka (``kafka_adapters``), or the fakes of tests.
+
+    ``log(events topic, snapshots topic, writer id)`` and ``source(group id, topics, instance id)``.
+    """
+
+    log: Callable[[str | None, str | None, str], EventLog]
+    source: Callable[[str, Sequence[str], str], Source]
+    clock: Callable[[], datetime] = wall_clock
+
+
+def kafka_adapters(settings: Settings) -> Adapters:
+    return Adapters(
+        log=lambda topic, snapshots, writer: KafkaEventLog(settings.kafka, topic, snapshots, writer),
+        source=lambda group, topics, instance: KafkaSource(settings.kafka, group, topics, instance),
+    )
+
+
+@dataclass
+class Context(Generic[T]):
+    """A bounded context as its bootstrap wired it: ``service`` is its service layer."""
+
+    name: str
+    store: EventStore
+    service: T
+    servicers: list[ServiceRegistration] = field(default_factory=list)
+    runners: list[ConsumerRunner] = field(default_factory=list)
+    schedulers: list[DeadlineScheduler] = field(default_factory=list)
+    # Other loops to run once the state is rebuilt, by name (the KPI service's live gauges).
+    background: list[tuple[str, Callable[[threading.Event], None]]] = field(default_factory=list)
+    # Other things to close after the store (the KPI store), in order.
+    closers: list[Callable[[], None]] = field(default_factory=list)
+
+    @property
+    def health(self) -> Health:
+        return self.store.health
+
+
+def writer_id(settings: Settings, context: str) -> str:
+    return f"{context}-{settings.instance_id}"
+
+
 def open_store(
     settings: Settings,
+    adapters: Adapters,
     context: str,
     topics: tuple[str, str] | None,
     registry: EventRegistry,
@@ -83,70 +115,257 @@ def open_store(
     ``forget_closed`` for contexts with an aggregate per contact, whose closed ones must not pile up.
     """
     events_topic, snapshots_topic = topics or (None, None)
-    log = KafkaEventLog(settings.kafka, events_topic, snapshots_topic, f"{context}-{settings.instance_id}")
     return EventStore(
-        log,
+        adapters.log(events_topic, snapshots_topic, writer_id(settings, context)),
         registry,
         kinds,
-        clock=wall_clock,
+        clock=adapters.clock,
         snapshot_every=settings.store.snapshot_every if topics else 0,
         forget_closed_after=settings.store.forget_closed_after if forget_closed else None,
+        health=Health(context),
+        max_queued_units=settings.store.max_queued_units,
     )
 
 
 def reactions(
     settings: Settings,
+    adapters: Adapters,
     context: str,
     topics: Sequence[str],
     store: EventStore,
     handler: Handler,
     after_batch: BatchHandler | None = None,
 ) -> ConsumerRunner:
-    """The context's consumer-group member over other contexts' topics, exactly once through its store."""
-    source = KafkaSource(settings.kafka, context, topics)
+    """The context's consumer-group member over other contexts' topics, exactly once through its store.
+
+    A static member (its instance id is the writer id), so a restarted instance takes its partitions
+    back at once.
+    """
+    source = adapters.source(context, topics, writer_id(settings, context))
     return ConsumerRunner(context, source, store, store.registry, handler, after_batch=after_batch)
 
 
-def grpc_server(
-    settings: Settings, grpc_module: ModuleType, service_module: ModuleType, servicer: object
-) -> RunningServer:
-    """Serve one servicer of a generated ``*_pb2_grpc`` module, with health, reflection and tracing."""
+def registration(
+    grpc_module: ModuleType, service_module: ModuleType, servicer: object
+) -> ServiceRegistration:
+    """The registration of a generated ``*_pb2_grpc`` module's one service."""
     [service] = service_module.DESCRIPTOR.services_by_name.values()
-    registration = ServiceRegistration(
+    return ServiceRegistration(
         getattr(grpc_module, f"add_{service.name}Servicer_to_server"), servicer, service.full_name
     )
-    return create_server(
-        settings.grpc.address,
-        [registration],
-        max_workers=settings.grpc.max_workers,
-        interceptors=server_interceptors(),
-    )
+
+
+class StartRefused(Exception):
+    """The process cannot start: the message says what is in the way and how to clear it."""
+
+
+@dataclass
+class ServiceProcess(Generic[T]):
+    """A started service: ``context`` as its bootstrap wired it, served by ``server``."""
+
+    context: Context[T]
+    server: RunningServer
+    stop: threading.Event
+    claim: WriterClaim | None = None
+    threads: list[threading.Thread] = field(default_factory=list)
+    # Other things to stop before the store closes (an HTTP server), in order.
+    closers: list[Callable[[], None]] = field(default_factory=list)
+    http_port: int | None = None
+    fenced: WriterFenced | None = None
+
+    @property
+    def name(self) -> str:
+        return self.context.name
+
+    @property
+    def store(self) -> EventStore:
+        return self.context.store
+
+    @property
+    def service(self) -> T:
+        return self.context.service
+
+    def run_in_background(self, name: str, target: Callable[[threading.Event], None]) -> None:
+        def run() -> None:
+            try:
+                target(self.stop)
+            except WriterFenced as fenced:
+                self._fenced(fenced)
+            except Exception:
+                log.exception("%s: %s stopped by an error; stopping the service", self.name, name)
+                self.stop.set()
+
+        thread = threading.Thread(target=run, name=f"{self.name}-{name}", daemon=True)
+        thread.start()
+        self.threads.append(thread)
+
+    def _fenced(self, fenced: WriterFenced) -> None:
+        if self.fenced is None:
+            self.fenced = fenced
+            log.error("%s stops: %s", self.name, fenced)
+        self.stop.set()
+
+    def close(self, grace_s: float) -> None:
+        """Stop taking requests, let in-flight ones finish, stop the threads, then the store's writer.
+
+        Bounded: each step gets what is left of ``grace_s``, so a stop never outlasts its grace.
+        """
+        deadline = time.monotonic() + grace_s
+        self.stop.set()
+        self.server.stop(grace_s / 2)
+        for closer in self.closers:
+            closer()
+        for thread in self.threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        self.store.close(max(0.5, deadline - time.monotonic()))
+        for closer in self.context.closers:
+            closer()
+        if self.claim is not None:
+            self.claim.release()
+
+
+def serve_context(
+    settings: Settings, context: Context[T], stop: threading.Event | None = None
+) -> ServiceProcess[T]:
+    """Run a wired context as this process's service: claim, bind, rebuild, then serve and react."""
+    stop = stop or threading.Event()
+    claim = WriterClaim.take(settings, writer_id(settings, context.name))
+    ready = threading.Event()
+    try:
+        server = create_server(
+            settings.grpc.address,
+            context.servicers,
+            max_workers=settings.grpc.max_workers,
+            max_concurrent_rpcs=settings.grpc.max_concurrent_rpcs,
+            interceptors=server_interceptors(),
+            health=context.health,
+            ready=ready,
+        )
+    except PortTaken as taken:
+        claim.release()
+        raise StartRefused(f"{context.name} cannot serve: {taken}{_holder(settings, str(taken))}") from None
+    claim.record(grpc=f"127.0.0.1:{server.port}" if settings.grpc.address.startswith("127.") else "")
+    process = ServiceProcess(context, server, stop, claim)
+    context.store.on_fenced(process._fenced)
+    try:
+        context.store.start()
+    except BaseException:
+        server.stop(0)
+        claim.release()
+        raise
+    ready.set()
+    for runner in context.runners:
+        process.run_in_background(runner.name, runner.run)
+    for scheduler in context.schedulers:
+        process.run_in_background("timers", scheduler.run)
+    for name, target in context.background:
+        process.run_in_background(name, target)
+    return process
+
+
+Start = Callable[[Settings, threading.Event], ServiceProcess]
 
 
 def run_main(name: str, start: Start) -> int:
     """A service's ``main``: check the addresses and the broker, start, serve until told to stop.
 
-    Returns the process exit code: 1 when it cannot start, naming why; 0 after a clean stop.
+    Returns the process exit code: 1 when it cannot start, naming why; 75 when another instance
+    fenced it; 0 after a clean stop.
     """
     stop = stop_on_signals()
-    logging.basicConfig(
-        level=logging.INFO, stream=sys.stdout, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    log = logging.getLogger(f"services.{name}")
     settings = Settings()
+    setup_logging(name, as_json=settings.environment == "cluster")
+    service_log = logging.getLogger(f"services.{name}")
     try:
         settings.require_cluster_addresses()
         require_kafka(settings.kafka)
     except (ValueError, KafkaUnreachable) as error:
-        log.error("%s cannot start: %s", name, error)
-        return 1
+        service_log.error("%s cannot start: %s", name, error)
+        return EXIT_REFUSED
     telemetry = setup_telemetry(settings.telemetry, name, settings.instance_id)
-    process = start(settings, stop)
-    log.info("%s serving on %s (port %d)", name, settings.grpc.address, process.server.port)
     try:
-        serve(process.server, settings.grpc.grace_period_s, stop=stop)
+        process = start(settings, stop)
+    except StartRefused as refused:
+        service_log.error("%s", refused)
+        telemetry.shutdown()
+        return EXIT_REFUSED
+    service_log.info("%s serving on %s (port %d)", name, settings.grpc.address, process.server.port)
+    try:
+        stop.wait()
     finally:
+        service_log.info("%s stopping", name)
         process.close(settings.grpc.grace_period_s)
         telemetry.shutdown()
-    log.info("%s stopped", name)
+    if process.fenced is not None:
+        service_log.error("%s stopped: fenced by another instance", name)
+        return EXIT_FENCED
+    service_log.info("%s stopped", name)
     return 0
+
+
+class WriterClaim:
+    """This machine's lock on a writer id (``.data/run/<writer id>.lock``), held while the process lives.
+
+    Two processes of one context with the same instance id would fence each other's writes; the
+    second start is refused at once instead, naming the first (its pid, ports and start time).
+    """
+
+    def __init__(self, path: Path, handle: IO[str], writer: str) -> None:
+        self.path = path
+        self._handle = handle
+        self._writer = writer
+        self._facts: dict[str, Any] = {}
+
+    @classmethod
+    def take(cls, settings: Settings, writer: str) -> WriterClaim:
+        settings.run_dir.mkdir(parents=True, exist_ok=True)
+        path = settings.run_dir / f"{writer}.lock"
+        handle = path.open("a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip()
+            handle.close()
+            raise StartRefused(
+                f"{writer} is already running on this machine ({_describe(holder)}); stop it first "
+                f"(Ctrl-C in its terminal, or kill its pid), or start this one with another CC_INSTANCE_ID"
+            ) from None
+        claim = cls(path, handle, writer)
+        claim.record(pid=os.getpid(), started=datetime.now(UTC).isoformat(timespec="seconds"))
+        return claim
+
+    def record(self, **facts: Any) -> None:
+        self._facts.update({k: v for k, v in facts.items() if v})
+        self._handle.seek(0)
+        self._handle.truncate()
+        self._handle.write(json.dumps({"writer": self._writer, **self._facts}))
+        self._handle.flush()
+
+    def release(self) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            self._handle.seek(0)
+            self._handle.truncate()
+            fcntl.flock(self._handle, fcntl.LOCK_UN)
+            self._handle.close()
+
+
+def _describe(holder: str) -> str:
+    try:
+        facts = json.loads(holder)
+    except ValueError:
+        return "its lock file says nothing more"
+    parts = [f"pid {facts['pid']}"] if "pid" in facts else []
+    parts += [f"gRPC on {facts['grpc']}"] if facts.get("grpc") else []
+    parts += [f"since {facts['started']}"] if "started" in facts else []
+    return ", ".join(parts) or "no details"
+
+
+def _holder(settings: Settings, taken: str) -> str:
+    """Who of ours holds a taken address, from the claims on this machine ("" when none of ours does)."""
+    for path in sorted(settings.run_dir.glob("*.lock")) if settings.run_dir.exists() else ():
+        with contextlib.suppress(OSError, ValueError):
+            facts = json.loads(path.read_text() or "{}")
+            if facts.get("grpc") and facts["grpc"] in taken:
+                return f" ({facts['writer']} holds it: {_describe(path.read_text())}); stop it first"
+    return " (by a process that is not one of ours); free the port or set CC_GRPC__ADDRESS"

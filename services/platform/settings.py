@@ -30,6 +30,15 @@ class KafkaSettings(BaseModel):
     ssl_ca_location: str | None = None
     client_id_prefix: str = "callcenter"
     transaction_timeout_ms: int = 60_000
+    # Every call that waits on a broker gives up after this; a commit retries for commit_timeout_s.
+    call_timeout_s: float = 5.0
+    commit_timeout_s: float = 10.0
+    # How long start-up waits for the writer's first init and for reading a topic to make progress.
+    open_timeout_s: float = 30.0
+    # A consumer-group member that stops heart-beating loses its partitions after this (the broker's
+    # group.min.session.timeout.ms, 6 s by default, is the floor); a static member that restarts with
+    # the same instance id takes them back at once.
+    session_timeout_ms: int = 6_000
 
     def client_config(self) -> dict[str, str | int]:
         """The librdkafka properties every client of ours shares."""
@@ -90,8 +99,10 @@ class GrpcSettings(BaseModel):
     """The address a service's gRPC server binds; port 0 picks a free port (tests)."""
 
     address: str = "127.0.0.1:50051"
-    grace_period_s: float = 5.0
+    grace_period_s: float = 10.0
     max_workers: int = 16
+    # Calls beyond this many at once are refused with RESOURCE_EXHAUSTED instead of queueing.
+    max_concurrent_rpcs: int = 256
 
 
 class HttpSettings(BaseModel):
@@ -104,6 +115,8 @@ class StoreSettings(BaseModel):
     """How a service's event store keeps its aggregates in memory."""
 
     snapshot_every: int = 5_000
+    # Writes waiting for the log beyond this many are refused at once (RESOURCE_EXHAUSTED).
+    max_queued_units: int = 10_000
     # A contact's aggregates are forgotten this long after it closed; late reports get NOT_FOUND.
     forget_closed_after: timedelta = timedelta(hours=1)
 
@@ -123,6 +136,8 @@ class Settings(BaseSettings):
     service_name: str = "callcenter"
     instance_id: str = "0"
     environment: Literal["local", "cluster"] = "local"
+    # Where a running process claims its writer id on this machine (services.platform.process).
+    run_dir: Path = DEFAULT_DATA_DIR / "run"
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     broker: BrokerSettings = Field(default_factory=BrokerSettings)
     clickhouse: ClickHouseSettings = Field(default_factory=ClickHouseSettings)

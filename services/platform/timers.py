@@ -21,7 +21,7 @@ from typing import Any
 from google.protobuf.message import Message
 
 from services.platform.envelope import Cause
-from services.platform.errors import DomainError, WriterFenced
+from services.platform.errors import DomainError, Unavailable, WriterFenced
 from services.platform.eventstore import AggregateKind, Deadline, EventStore
 
 log = logging.getLogger(__name__)
@@ -89,6 +89,11 @@ class DeadlineScheduler:
                 log.info(
                     "deadline %s of %s %s decided nothing: %s", deadline.name, kind_name, aggregate_id, error
                 )
+            except Unavailable as error:
+                log.warning(
+                    "deadline %s of %s %s not written yet: %s", deadline.name, kind_name, aggregate_id, error
+                )
+                self._retry(kind_name, aggregate_id, deadline)
             except Exception:
                 log.exception("deadline %s of %s %s failed; retrying", deadline.name, kind_name, aggregate_id)
                 self._retry(kind_name, aggregate_id, deadline)

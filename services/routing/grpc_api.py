@@ -8,6 +8,7 @@ from callcenter.routing.v1 import service_pb2 as pb
 from callcenter.routing.v1 import service_pb2_grpc
 from google.protobuf.duration_pb2 import Duration
 
+from services.platform.requests import Request
 from services.routing.handlers import RoutingService
 
 ESTIMATE_METHOD = "rolling mean interval of the queue's last 50 answers x position"
@@ -18,7 +19,9 @@ class RoutingServicer(service_pb2_grpc.RoutingServiceServicer):
         self._routing = routing
 
     def UpsertQueue(self, request: pb.UpsertQueueRequest, context) -> pb.UpsertQueueResponse:
-        loaded = self._routing.upsert_queue(request.request_id, request.config, request.expected_version)
+        loaded = self._routing.upsert_queue(
+            Request.of(request, context), request.config, request.expected_version
+        )
         return pb.UpsertQueueResponse(config=loaded.state.config, version=loaded.version)
 
     def GetQueue(self, request: pb.GetQueueRequest, context) -> pb.GetQueueResponse:

@@ -21,8 +21,9 @@ from google.protobuf.message import Message
 
 from services.platform.codec import dataclass_codec
 from services.platform.envelope import Cause, Envelope, EventRegistry
-from services.platform.errors import DomainError, InvalidArgument, NotFound
+from services.platform.errors import DomainError, NotFound
 from services.platform.eventstore import AggregateKind, Deadline, EventStore, Loaded, Transaction
+from services.platform.requests import Request
 from services.routing import domain
 from services.routing.domain import Entry, Queue, Seat, Status
 from services.routing.selection import eligible, estimate_wait, service_order
@@ -240,23 +241,26 @@ class RoutingService:
     # Administration -----------------------------------------------------------------------------
 
     def upsert_queue(
-        self, request_id: str, config: routing_events.QueueConfig, expected_version: int, changed_by: str = ""
+        self,
+        request: Request,
+        config: routing_events.QueueConfig,
+        expected_version: int,
+        changed_by: str = "",
     ) -> Loaded[Queue]:
-        if not request_id:
-            raise InvalidArgument("request_id is required (the admin tool's idempotency key)")
-        queue_id = config.queue_id
-        if not self._store.has_seen(request_id):
-            cause = Cause.request(request_id)
-            with self._store.transaction() as tx:
-                loaded = tx.load(QUEUE, queue_id)
-                command = domain.UpsertQueue(config, expected_version, loaded.version, changed_by)
-                events = domain.upsert(loaded.state, command)
-                if events:
-                    tx.append(QUEUE, queue_id, loaded.version, events, cause)
-                    # New skills or a stricter empty-queue rule may leave nobody able to serve it.
-                    self._empty_queues_leave(tx, cause)
-                    self._dispatch(tx, cause)
-        return self.queue(queue_id)
+        def decide(loaded: Loaded[Queue]) -> list[Message]:
+            command = domain.UpsertQueue(config, expected_version, loaded.version, changed_by)
+            return domain.upsert(loaded.state, command)
+
+        def follow(tx: Transaction, cause: Cause) -> None:
+            if tx.envelopes:
+                # New skills or a stricter empty-queue rule may leave nobody able to serve it.
+                self._empty_queues_leave(tx, cause)
+                self._dispatch(tx, cause)
+
+        loaded = self._store.execute(request, QUEUE, config.queue_id, decide, follow=follow)
+        if not loaded.exists:
+            raise NotFound(f"queue {config.queue_id} does not exist")
+        return loaded
 
     def queue(self, queue_id: str) -> Loaded[Queue]:
         loaded = self._store.load(QUEUE, queue_id)
@@ -386,13 +390,10 @@ class RoutingService:
     def _decide(
         self, tx: Transaction, contact_id: str, envelope: Envelope, decide: Callable[[Entry], list[Message]]
     ) -> None:
-        loaded = tx.load(ENTRY, contact_id)
         try:
-            events = decide(loaded.state)
+            tx.decide(ENTRY, contact_id, lambda loaded: decide(loaded.state), Cause.event(envelope))
         except DomainError:
             return  # a report that came too late to matter; the event decides nothing
-        if events:
-            tx.append(ENTRY, contact_id, loaded.version, events, Cause.event(envelope))
 
     def _record_answer(self, kind: AggregateKind[Any], key: str, state: Any) -> None:
         """Committed connects feed the wait estimate (committed only: an estimate is not a decision)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -30,6 +30,7 @@ class LogFactory:
     read_topic: Callable[[str], list]
     side_topic: str
     table_topic: str
+    opened: list[EventStore] = field(default_factory=list)
 
     def store(
         self,
@@ -49,7 +50,12 @@ class LogFactory:
             clock=clock,
         )
         store.start()
+        self.opened.append(store)
         return store
+
+    def close(self) -> None:
+        for store in self.opened:
+            store.close(grace_s=1.0)
 
 
 def _memory_factory() -> LogFactory:
@@ -88,7 +94,9 @@ def _kafka_factory(bootstrap_servers: str) -> Iterator[LogFactory]:
     def read_topic(topic: str) -> list:
         return list(KafkaEventLog(kafka, topic, topic, f"reader.{suffix}").replay({}))
 
-    yield LogFactory(make=make, read_topic=read_topic, side_topic=side, table_topic=table)
+    factory = LogFactory(make=make, read_topic=read_topic, side_topic=side, table_topic=table)
+    yield factory
+    factory.close()
     for log in logs:
         log.close()
     for future in admin.delete_topics([events, snapshots, side, table]).values():

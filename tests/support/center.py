@@ -12,12 +12,16 @@ from callcenter.routing.v1 import events_pb2 as routing_ev
 
 from services.agents import domain as agents_domain
 from services.agents import handlers as agents
+from services.agents.bootstrap import bootstrap as agents_bootstrap
 from services.platform.consumer import ConsumerRunner
 from services.platform.envelope import Cause, Envelope, EventRegistry, decode, encode, make_envelope
 from services.platform.eventstore import EventStore, OutgoingRecord
-from services.platform.timers import DeadlineScheduler, schedule_deadlines
+from services.platform.settings import Settings
+from services.platform.timers import DeadlineScheduler
 from services.routing import handlers as routing
-from tests.support.memory import InMemoryBroker, InMemoryEventLog, InMemorySource
+from services.routing.bootstrap import bootstrap as routing_bootstrap
+from tests.support.memory import InMemoryBroker, memory_adapters
+from tests.support.requests import request
 
 T0 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 
@@ -93,7 +97,7 @@ class Center:
 
     def agent_does(self, command: agents_domain.Command) -> agents_domain.Agent:
         self._published += 1
-        agent = self.agents.execute(f"desktop-{self._published}", command)
+        agent = self.agents.execute(request(f"desktop-{self._published}", type(command).__name__), command)
         self.settle()
         return agent
 
@@ -116,7 +120,7 @@ class Center:
     def upsert_queue(self, config: routing_ev.QueueConfig) -> None:
         self._published += 1
         current = self.routing_store.load(routing.QUEUE, config.queue_id).version
-        self.routing.upsert_queue(f"admin-{self._published}", config, current)
+        self.routing.upsert_queue(request(f"admin-{self._published}", "UpsertQueue"), config, current)
         self.settle()
 
     def entry(self, contact_id: str):
@@ -127,52 +131,25 @@ def _everything() -> EventRegistry:
     return routing.registry()
 
 
-def build_center(clock: Clock | None = None, broker: InMemoryBroker | None = None) -> Center:
+def build_center(
+    clock: Clock | None = None, broker: InMemoryBroker | None = None, settings: Settings | None = None
+) -> Center:
+    """Routing and agents as their bootstraps wire them, over the in-memory broker and the test's clock."""
     clock = clock or Clock()
     broker = broker or InMemoryBroker()
-    routing_store = EventStore(
-        InMemoryEventLog(broker, routing.EVENTS_TOPIC, routing.SNAPSHOTS_TOPIC, "routing-0"),
-        routing.registry(),
-        routing.kinds(),
-        clock=clock,
-    )
-    routing_service = routing.RoutingService(routing_store, clock)
-    routing_timers = DeadlineScheduler(routing_service.fire, clock=clock)
-    routing_store.add_listener(routing_timers.track)
-    agents_store = EventStore(
-        InMemoryEventLog(broker, agents.EVENTS_TOPIC, agents.SNAPSHOTS_TOPIC, "agents-0"),
-        agents.registry(),
-        [agents.agent_kind()],
-        clock=clock,
-    )
-    agents_service = agents.AgentsService(agents_store, clock)
-    agents_timers = schedule_deadlines(agents_store, {agents.KIND: agents_domain.on_deadline}, clock)
-    routing_store.start()
-    agents_store.start()
-    runners = [
-        ConsumerRunner(
-            "routing",
-            InMemorySource(broker, "routing", routing.REACTS_TO),
-            routing_store,
-            routing.registry(),
-            routing_service.react,
-            after_batch=routing_service.after_batch,
-        ),
-        ConsumerRunner(
-            "agents",
-            InMemorySource(broker, "agents", agents.REACTS_TO),
-            agents_store,
-            agents.registry(),
-            agents_service.react,
-        ),
-    ]
+    adapters = memory_adapters(broker, clock)
+    settings = settings or Settings()
+    routing_context = routing_bootstrap(settings, adapters)
+    agents_context = agents_bootstrap(settings, adapters)
+    routing_context.store.start()
+    agents_context.store.start()
     return Center(
         broker,
         clock,
-        routing_store,
-        routing_service,
-        agents_store,
-        agents_service,
-        runners,
-        [routing_timers, agents_timers],
+        routing_context.store,
+        routing_context.service,
+        agents_context.store,
+        agents_context.service,
+        [*routing_context.runners, *agents_context.runners],
+        [*routing_context.schedulers, *agents_context.schedulers],
     )

@@ -8,8 +8,9 @@ consumer group resumes from the offsets committed inside transactions.
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from callcenter.common.v1 import snapshot_pb2
@@ -17,6 +18,7 @@ from callcenter.common.v1 import snapshot_pb2
 from services.platform.consumer import Source
 from services.platform.errors import WriterFenced
 from services.platform.eventstore import ConsumedOffsets, EventLog, LogRecord, OutgoingRecord, Position
+from services.platform.process import Adapters, wall_clock
 
 
 @dataclass
@@ -44,8 +46,10 @@ class InMemoryBroker:
 
 
 class InMemoryEventLog(EventLog):
-    def __init__(self, broker: InMemoryBroker, topic: str, snapshot_topic: str, writer_id: str) -> None:
-        self.topic = topic
+    def __init__(
+        self, broker: InMemoryBroker, topic: str | None, snapshot_topic: str | None, writer_id: str
+    ) -> None:
+        self.topic = topic or f"{writer_id} (tables only)"
         self._broker = broker
         self._snapshot_topic = snapshot_topic
         self._writer_id = writer_id
@@ -57,7 +61,7 @@ class InMemoryEventLog(EventLog):
 
     def read_snapshots(self) -> list[snapshot_pb2.PartitionSnapshot]:
         latest: dict[bytes | None, bytes | None] = {}
-        for record in self._broker.records(self._snapshot_topic):
+        for record in self._broker.records(self._snapshot_topic or f"{self.topic}.snapshots"):
             latest[record.key] = record.value
         return [snapshot_pb2.PartitionSnapshot.FromString(value) for value in latest.values() if value]
 
@@ -83,7 +87,8 @@ class InMemoryEventLog(EventLog):
         self._check_epoch()
         for snapshot in snapshots:
             key = f"{snapshot.topic}/{snapshot.partition}".encode()
-            self._broker.write(OutgoingRecord(self._snapshot_topic, key, snapshot.SerializeToString()))
+            topic = self._snapshot_topic or f"{self.topic}.snapshots"
+            self._broker.write(OutgoingRecord(topic, key, snapshot.SerializeToString()))
 
     def close(self) -> None:
         pass
@@ -120,3 +125,12 @@ class InMemorySource(Source):
 
     def close(self) -> None:
         pass
+
+
+def memory_adapters(broker: InMemoryBroker, clock: Callable[[], datetime] = wall_clock) -> Adapters:
+    """The adapters a context's bootstrap gets in tests/unit: this broker's logs and consumer groups."""
+    return Adapters(
+        log=lambda topic, snapshots, writer: InMemoryEventLog(broker, topic, snapshots, writer),
+        source=lambda group, topics, _instance: InMemorySource(broker, group, topics),
+        clock=clock,
+    )

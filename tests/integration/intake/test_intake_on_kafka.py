@@ -24,6 +24,7 @@ from services.intake.handlers import EVENTS_TOPIC, registry
 from services.intake.main import IntakeProcess, start
 from services.platform.envelope import Cause, Envelope, decode, encode, make_envelope
 from services.platform.kafka import KafkaEventLog
+from services.platform.process import StartRefused
 from services.platform.settings import GrpcSettings, HttpSettings, Settings
 
 T = TypeVar("T")
@@ -179,5 +180,5 @@ def test_the_service_does_not_start_when_its_http_port_is_taken(kafka_broker) ->
         settings = _settings(kafka_broker, uuid.uuid4().hex[:8])
         settings.http = HttpSettings(address=address)
 
-        with pytest.raises(RuntimeError, match=f"intake's HTTP API did not start on {address}"):
+        with pytest.raises(StartRefused, match=f"intake's HTTP API cannot serve on {address}"):
             start(settings)

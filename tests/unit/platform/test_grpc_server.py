@@ -18,15 +18,18 @@ from services.platform.errors import (
     FailedPrecondition,
     InvalidArgument,
     NotFound,
+    Overloaded,
     PermissionDenied,
+    Unavailable,
 )
 from services.platform.grpc_server import (
     INTERNAL_ERROR_DETAILS,
+    PortTaken,
     RunningServer,
     ServiceRegistration,
     create_server,
-    serve,
 )
+from services.platform.health import Health
 from services.platform.settings import TelemetrySettings
 from services.platform.telemetry import server_interceptors, setup_telemetry, traced_channel
 
@@ -39,6 +42,8 @@ ERRORS = {
     b"illegal": FailedPrecondition("agent 'a-1' is Offline and cannot accept an offer"),
     b"stale": ConcurrencyError("c-1", expected_version=3, actual_version=4),
     b"forbidden": PermissionDenied("an agent may change only its own state"),
+    b"away": Unavailable("intake cannot write now: no broker answers"),
+    b"busy": Overloaded("10000 writes are waiting for the log"),
 }
 
 
@@ -145,6 +150,8 @@ def test_reflection_lists_the_health_service_and_the_registered_services(channel
         (b"illegal", grpc.StatusCode.FAILED_PRECONDITION),
         (b"stale", grpc.StatusCode.FAILED_PRECONDITION),
         (b"forbidden", grpc.StatusCode.PERMISSION_DENIED),
+        (b"away", grpc.StatusCode.UNAVAILABLE),
+        (b"busy", grpc.StatusCode.RESOURCE_EXHAUSTED),
     ],
 )
 def test_a_domain_error_becomes_its_status_code_with_its_message(channel, request_name, code):
@@ -170,7 +177,10 @@ def test_an_unexpected_error_becomes_internal_without_its_details_and_is_logged(
         channel.unary_unary(f"/{PROBE_SERVICE}/Raise")(b"bug", timeout=10)
 
     assert raised.value.code() == grpc.StatusCode.INTERNAL
-    assert raised.value.details() == INTERNAL_ERROR_DETAILS
+    assert raised.value.details().startswith(INTERNAL_ERROR_DETAILS)
+    error_id = raised.value.details().split()[2]
+    assert "secret" not in raised.value.details()
+    assert any(error_id in record.getMessage() for record in caplog.records)
     logged = [record for record in caplog.records if record.exc_info]
     assert "secret internals" in str(logged[0].exc_info[1])
     assert PROBE_SERVICE in logged[0].getMessage()
@@ -201,16 +211,57 @@ def test_trace_context_travels_from_client_to_server_in_metadata(running, teleme
     assert server.name == f"/{PROBE_SERVICE}/CurrentTrace"
 
 
-def test_serve_stops_the_server_when_asked(running, channel):
-    stop = threading.Event()
-    serving = threading.Thread(target=serve, args=(running, STOP_DEADLINE_S), kwargs={"stop": stop})
-    serving.start()
-    assert _check(channel) == health_pb2.HealthCheckResponse.SERVING
-
-    stop.set()
-    serving.join(STOP_DEADLINE_S)
-
-    assert not serving.is_alive()
-    assert running.health.Check(health_pb2.HealthCheckRequest(service=""), None).status == (
-        health_pb2.HealthCheckResponse.NOT_SERVING
+def _probe_server(**options) -> RunningServer:
+    return create_server(
+        "127.0.0.1:0",
+        [ServiceRegistration(add_probe_to_server, Probe(), PROBE_SERVICE)],
+        max_workers=4,
+        **options,
     )
+
+
+def test_health_follows_the_process_health_both_ways() -> None:
+    health = Health("probe")
+    server = _probe_server(health=health)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            assert _check(channel) == _check(channel, PROBE_SERVICE) == health_pb2.HealthCheckResponse.SERVING
+            health.trouble("writer", "no broker answers")
+            assert (
+                _check(channel)
+                == _check(channel, PROBE_SERVICE)
+                == health_pb2.HealthCheckResponse.NOT_SERVING
+            )
+            health.clear("writer")
+            assert _check(channel) == health_pb2.HealthCheckResponse.SERVING
+    finally:
+        server.stop(None)
+
+
+def test_until_ready_calls_are_refused_as_unavailable_while_health_answers() -> None:
+    health, ready = Health("probe"), threading.Event()
+    health.trouble("store", "replaying contacts.events.v1")
+    server = _probe_server(health=health, ready=ready)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            assert _check(channel) == health_pb2.HealthCheckResponse.NOT_SERVING
+            with pytest.raises(grpc.RpcError) as raised:
+                channel.unary_unary(f"/{PROBE_SERVICE}/Raise")(b"missing", timeout=10)
+            assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert "starting: replaying contacts.events.v1" in raised.value.details()
+            ready.set()
+            health.clear("store")
+            with pytest.raises(grpc.RpcError) as raised:
+                channel.unary_unary(f"/{PROBE_SERVICE}/Raise")(b"missing", timeout=10)
+            assert raised.value.code() == grpc.StatusCode.NOT_FOUND
+    finally:
+        server.stop(None)
+
+
+def test_a_second_server_on_a_taken_port_is_refused(running):
+    with pytest.raises(PortTaken, match=f"127.0.0.1:{running.port} is taken"):
+        create_server(
+            f"127.0.0.1:{running.port}",
+            [ServiceRegistration(add_probe_to_server, Probe(), PROBE_SERVICE)],
+            max_workers=2,
+        )

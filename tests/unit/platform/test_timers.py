@@ -21,14 +21,14 @@ class Clock:
         return self.now
 
 
-def _service(broker: InMemoryBroker, clock: Clock):
+def _service(broker: InMemoryBroker, clock: Clock, on_deadline=tally.on_deadline):
     store = EventStore(
         InMemoryEventLog(broker, "tally.events", "tally.snapshots", "tally-writer"),
         tally.registry(),
         [tally.kind()],
         clock=clock,
     )
-    scheduler = schedule_deadlines(store, {"Tally": tally.on_deadline}, clock)
+    scheduler = schedule_deadlines(store, {"Tally": on_deadline}, clock)
     store.start()
     return store, scheduler
 
@@ -99,10 +99,15 @@ def test_deadlines_come_back_after_a_restart_and_fire_in_due_order() -> None:
 
 def test_a_failed_firing_is_retried_later() -> None:
     clock = Clock()
-    broker = InMemoryBroker()
-    store, scheduler = _service(broker, clock)
+    failures = [RuntimeError("a bug in the first firing")]
+
+    def on_deadline(state, deadline, now):
+        if failures:
+            raise failures.pop()
+        return tally.on_deadline(state, deadline, now)
+
+    store, scheduler = _service(InMemoryBroker(), clock, on_deadline)
     _set_reminder(store, "t-1", T0 + timedelta(seconds=5))
-    broker.failures.append(RuntimeError("broker unavailable"))
 
     clock.now = T0 + timedelta(seconds=5)
     assert scheduler.fire_due() == 1
