@@ -65,7 +65,10 @@ def main() -> int:
         agents=args.agents,
     )
     running = []
-    if args.start_services:
+    found = launcher.already_running() if args.start_services else {}
+    if found:
+        console.print(f"using the services already running ({', '.join(found)}), not starting others")
+    elif args.start_services:
         running = launcher.start_all({"CC_STORE__FORGET_CLOSED_AFTER": f"PT{args.forget_after_s:g}S"})
         try:
             launcher.wait_healthy(running)

@@ -50,6 +50,11 @@ VOICE = types_pb2.Channel.CHANNEL_VOICE
 END = intake_ev.ContactEndReason
 REASONS = {"break": 1, "lunch": 2, "training": 3, "meeting": 4, "coaching": 5}
 FINAL = ("answered", "abandoned", "self_service", "disconnected", "callback_cancelled", "ended_by_run")
+RETRIABLE = (
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.RESOURCE_EXHAUSTED,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+)
 
 
 @dataclass
@@ -168,6 +173,8 @@ class Tally:
     outcomes: Counter[str] = field(default_factory=Counter)
     errors: Counter[str] = field(default_factory=Counter)
     calls: int = 0
+    retries: Counter[str] = field(default_factory=Counter)
+    twin_errors: Counter[str] = field(default_factory=Counter)
 
 
 class Simulation:
@@ -180,8 +187,15 @@ class Simulation:
         *,
         run_id: str | None = None,
         workers: int = 32,
+        retry_for_s: float = 0.0,
+        duplicate_requests: bool = False,
     ) -> None:
+        """``retry_for_s``: a call refused as UNAVAILABLE, RESOURCE_EXHAUSTED or past its deadline is
+        sent again, the same request with the same request id, for up to this long (as a telephony
+        adapter or a desktop should). ``duplicate_requests``: every call goes out twice at once."""
         self.scenario = scenario
+        self.retry_for_s = retry_for_s
+        self.duplicate_requests = duplicate_requests
         self.run_id = run_id or f"s{scenario.seed}-{int(time.time()) % 10**6}"
         self.endpoints = endpoints
         self.tally = Tally()
@@ -230,7 +244,7 @@ class Simulation:
 
         def work() -> None:
             try:
-                response = method(request, timeout=30)
+                response = self._send(method, request)
             except grpc.RpcError as error:
                 self._inbox.put(lambda error=error: self._failed(error, failed))
                 return
@@ -240,10 +254,37 @@ class Simulation:
             if then is not None:
                 self._inbox.put(lambda: then(response))
 
+        def twin() -> None:
+            # The same request again, racing the first: it must get the same answer, or wait for it.
+            try:
+                self._send(method, request)
+            except grpc.RpcError as error:
+                with self._counting:
+                    self.tally.twin_errors[error.code().name] += 1
+            finally:
+                with self._counting:
+                    self._in_flight -= 1
+
         self.tally.calls += 1
         with self._counting:
-            self._in_flight += 1
+            self._in_flight += 2 if self.duplicate_requests else 1
         self._pool.submit(work)
+        if self.duplicate_requests:
+            self._pool.submit(twin)
+
+    def _send(self, method: Callable[..., Any], request: Any) -> Any:
+        """One call, sent again while the service says to come back later (and the run allows)."""
+        give_up_at, pause = time.monotonic() + self.retry_for_s, 0.1
+        while True:
+            try:
+                return method(request, timeout=10 if self.retry_for_s else 30)
+            except grpc.RpcError as error:
+                if error.code() not in RETRIABLE or time.monotonic() + pause > give_up_at:
+                    raise
+                with self._counting:
+                    self.tally.retries[error.code().name] += 1
+                time.sleep(pause)
+                pause = min(pause * 2, 2.0)
 
     def _failed(self, error: grpc.RpcError, handler: Callable[[grpc.RpcError], None] | None) -> None:
         self.tally.errors[error.code().name] += 1
@@ -267,7 +308,8 @@ class Simulation:
             habits.rng.seed(plan.seed)
             agent = Agent(plan, agent_id, habits)
             self.agents[agent_id] = agent
-            self.desktops.Login(
+            self._send(
+                self.desktops.Login,
                 agents_pb.LoginRequest(
                     request_id=self.request_id("login"),
                     agent_id=agent_id,
@@ -275,7 +317,6 @@ class Simulation:
                     skills=[types_pb2.SkillLevel(skill=s, proficiency=p) for s, p in plan.skills],
                     ready=True,
                 ),
-                timeout=30,
             )
             agent.phase = "ready"
             agent.becomes("ready")
@@ -319,7 +360,7 @@ class Simulation:
         request = routing_pb.UpsertQueueRequest(
             request_id=self.request_id("queue"), config=config, expected_version=version
         )
-        self.routing.UpsertQueue(request, timeout=30)
+        self._send(self.routing.UpsertQueue, request)
 
     def run(
         self,
@@ -388,7 +429,7 @@ class Simulation:
                     state=agent_ev.AgentState.AGENT_STATE_LOGGED_OUT,
                 )
                 try:
-                    self.desktops.ForceState(logout, timeout=30)
+                    self._send(self.desktops.ForceState, logout)
                     agent.phase = "logged_out"
                     agent.becomes("logged_out")
                     if agent.wrapping is not None:  # logging out ends the after-contact work

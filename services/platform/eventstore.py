@@ -719,6 +719,9 @@ class EventStore:
                 self.health.trouble("writer", f"cannot write to {self.topic}: {error}")
                 _retries.add(1, {"topic": self.topic})
                 log.warning("%s: write of %d unit(s) failed, retrying: %s", self.topic, len(units), error)
+                # A reaction's offsets name its consumer group's generation, which may be gone by the
+                # next try: the reaction is done again, with the group's metadata of then.
+                units = self._drop(units, _reactions_again(f"{error}; it is done again"))
                 if not self._pause(delay):
                     self._fail_all(CommitFailed(f"{self.topic}: stopped before this could be written"))
                     return
@@ -839,23 +842,34 @@ class EventStore:
 
     def _drop_refused(self, units: list[_Unit], refused: RecordsRefused) -> list[_Unit]:
         """Fail the units whose records the log refused, and those that built on them; keep the rest."""
+        reasons: dict[int, list[str]] = {}
+        index = 0
+        for position, unit in enumerate(units):
+            span = range(index, index + len(unit.records))
+            index += len(unit.records)
+            found = [refused.reasons[i] for i in span if i in refused.reasons]
+            if found:
+                reasons[position] = found
+        return self._drop(
+            units,
+            lambda position, _unit: "; ".join(reasons[position]) if position in reasons else None,
+        )
+
+    def _drop(self, units: list[_Unit], why: Callable[[int, _Unit], str | None]) -> list[_Unit]:
+        """Fail the units ``why`` gives a reason for, and those that built on them; keep the rest."""
         failed: list[_Unit] = []
         tainted: set[_Key] = set()
         kept: list[_Unit] = []
-        index = 0
-        for unit in units:
-            reasons = [
-                refused.reasons[i] for i in range(index, index + len(unit.records)) if i in refused.reasons
-            ]
-            index += len(unit.records)
-            if reasons or tainted.intersection(unit.tx.pending):
-                failed.append(unit)
-                tainted.update(unit.tx.pending)
-                unit.error = CommitFailed(
-                    f"{self.topic}: not written: " + ("; ".join(reasons) or "it built on a refused write")
-                )
-            else:
+        for position, unit in enumerate(units):
+            reason = why(position, unit)
+            if reason is None and tainted.intersection(unit.tx.pending):
+                reason = "it built on a write that failed"
+            if reason is None:
                 kept.append(unit)
+                continue
+            failed.append(unit)
+            tainted.update(unit.tx.pending)
+            unit.error = CommitFailed(f"{self.topic}: not written: {reason}")
         with self._lock:
             self._writing = kept
             self._rebuild_speculative(failed)
@@ -1057,6 +1071,11 @@ class EventStore:
 
 
 _ANSWERED = object()
+
+
+def _reactions_again(reason: str) -> Callable[[int, _Unit], str | None]:
+    """Fails the units that carry consumed offsets, so their reactions are done again."""
+    return lambda _position, unit: reason if unit.consumed is not None else None
 
 
 def _what(request: Request, key: _Key | None) -> str:

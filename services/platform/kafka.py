@@ -44,6 +44,7 @@ from services.platform.eventstore import (
     Position,
     RecordsRefused,
 )
+from services.platform.failpoints import Failpoint
 from services.platform.logs import kafka_logger
 from services.platform.settings import KafkaSettings
 
@@ -167,9 +168,15 @@ class KafkaEventLog(EventLog):
     """
 
     def __init__(
-        self, kafka: KafkaSettings, topic: str | None, snapshot_topic: str | None, writer_id: str
+        self,
+        kafka: KafkaSettings,
+        topic: str | None,
+        snapshot_topic: str | None,
+        writer_id: str,
+        failpoint: Failpoint | None = None,
     ) -> None:
         self.topic = topic or f"{writer_id} (tables only)"
+        self._failpoint = failpoint
         self._events_topic = topic
         self._kafka = kafka
         self._timeout = kafka.call_timeout_s
@@ -257,16 +264,18 @@ class KafkaEventLog(EventLog):
                 failed.append(error)
 
         try:
+            self._reach("before_append")
             producer.begin_transaction()
             for index, record in enumerate(records):
                 self._produce(producer, record, index, delivered, refused)
+            left = producer.flush(self._timeout)
+            self._reach("before_offsets")
             for group in consumed:
                 producer.send_offsets_to_transaction(
                     [TopicPartition(t, p, o) for (t, p), o in group.offsets.items()],
                     group.group_metadata,
                     self._timeout,
                 )
-            left = producer.flush(self._timeout)
         except KafkaException as exception:
             self._abort(exception.args[0])
         if left or refused or failed:
@@ -280,8 +289,14 @@ class KafkaEventLog(EventLog):
             Position(where[1], where[2]) if where is not None and where[0] == self._events_topic else None
             for where in placed
         )
+        self._reach("before_commit")
         self._commit_transaction(producer, _Doubt(self._first(placed), positions))
+        self._reach("after_commit")
         return list(positions)
+
+    def _reach(self, point: str) -> None:
+        if self._failpoint is not None:
+            self._failpoint.reach(point)
 
     def _produce(
         self,

@@ -29,6 +29,7 @@ from services.platform.consumer import BatchHandler, ConsumerRunner, Handler, So
 from services.platform.envelope import EventRegistry
 from services.platform.errors import WriterFenced
 from services.platform.eventstore import AggregateKind, EventLog, EventStore
+from services.platform.failpoints import Failpoint
 from services.platform.grpc_server import (
     PortTaken,
     RunningServer,
@@ -69,8 +70,11 @@ class Adapters:
 
 
 def kafka_adapters(settings: Settings) -> Adapters:
+    failpoint = Failpoint.parse(settings.failpoint)
     return Adapters(
-        log=lambda topic, snapshots, writer: KafkaEventLog(settings.kafka, topic, snapshots, writer),
+        log=lambda topic, snapshots, writer: KafkaEventLog(
+            settings.kafka, topic, snapshots, writer, failpoint
+        ),
         source=lambda group, topics, instance: KafkaSource(settings.kafka, group, topics, instance),
     )
 

@@ -138,6 +138,8 @@ class Settings(BaseSettings):
     environment: Literal["local", "cluster"] = "local"
     # Where a running process claims its writer id on this machine (services.platform.process).
     run_dir: Path = DEFAULT_DATA_DIR / "run"
+    # A crash point for the fault suite (services.platform.failpoints); empty in every real deployment.
+    failpoint: str = ""
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     broker: BrokerSettings = Field(default_factory=BrokerSettings)
     clickhouse: ClickHouseSettings = Field(default_factory=ClickHouseSettings)
