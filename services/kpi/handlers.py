@@ -35,7 +35,7 @@ from services.kpi import projection
 from services.kpi.projection import AGENT, AgentFold, ContactFold, QueueFold, Row
 from services.kpi.store import KpiStoreError
 from services.platform.codec import dataclass_codec
-from services.platform.consumer import TransientError
+from services.platform.consumer import BatchRefused, TransientError
 from services.platform.envelope import Envelope, EventRegistry
 from services.platform.eventstore import AggregateKind, EventStore, Transaction
 
@@ -134,6 +134,8 @@ class KpiProjector:
                 if rows:
                     self.rows_written += self._sink.insert(table, rows)
         except KpiStoreError as error:
+            if error.refuses_the_data:
+                raise BatchRefused(f"ClickHouse refused the batch's facts: {error}") from error
             self._store.health.trouble("facts", f"cannot write KPI facts to ClickHouse: {error}")
             raise TransientError(f"writing KPI facts: {error}") from error
         self._store.health.clear("facts")

@@ -61,12 +61,24 @@ _COLUMNS_QUERY = (
 )
 
 
+# ClickHouse's codes for a refusal of the data itself (a value it cannot parse or keep, a violated
+# constraint): the same rows would be refused again, whereas anything else may pass on a retry.
+_REFUSES_THE_DATA = frozenset({6, 27, 38, 41, 53, 69, 70, 72, 117, 321, 469})
+_CODE = re.compile(r"Code: (\d+)\.")
+
+
 class KpiStoreError(Exception):
     """ClickHouse refused a statement or the store could not be opened; ``code`` is ClickHouse's."""
 
     def __init__(self, message: str, code: int | None = None) -> None:
         super().__init__(message)
-        self.code = code
+        found = _CODE.search(message)
+        self.code = code if code is not None else int(found.group(1)) if found else None
+
+    @property
+    def refuses_the_data(self) -> bool:
+        """Whether the rows themselves were refused, so that writing them again cannot help."""
+        return self.code in _REFUSES_THE_DATA
 
 
 def open_kpi_store(settings: ClickHouseSettings, schema_dir: Path = SCHEMA_DIR) -> KpiStore:

@@ -70,6 +70,17 @@ def test_inserted_rows_are_read_back(kpi_store: KpiStore) -> None:
     assert facts(kpi_store) == batch
 
 
+def test_a_batch_large_enough_to_travel_in_several_compressed_frames_is_read_back_whole(
+    kpi_store: KpiStore,
+) -> None:
+    batch = [answered(f"c{n:05d}") for n in range(20_000)]
+
+    assert kpi_store.insert("contact_facts", batch) == len(batch)
+
+    assert stored_rows(kpi_store, "contact_facts") == len(batch)
+    assert facts(kpi_store)[-1] == batch[-1]
+
+
 def test_retried_batch_changes_no_count(kpi_store: KpiStore) -> None:
     batch = [answered("c1"), contact_fact("c2")]
     kpi_store.insert("contact_facts", batch)

@@ -14,6 +14,9 @@ chdb hosts one engine per process and locks its data folder, so this runs as its
 
 Once listening it writes the bound port to ``--port-file`` (atomically); it stops on SIGTERM.
 ``running_standin(data_dir)`` starts it, waits until it answers ``/ping`` and stops it by PID.
+With ``--faults FILE`` it reads that JSON file before each request and misbehaves as it says:
+``{"lose_insert_replies": N}`` runs the next N inserts and then drops the connection instead of
+answering, as a reply lost on the network would (the fault suite's lost-reply scenario).
 Every request gets its own chdb connection handle, so ``USE`` and ``SET`` never leak between
 requests, and one lock serialises requests on the engine.
 """
@@ -177,7 +180,13 @@ def decompress(body: bytes, encoding: str | None) -> bytes:
     if encoding == "lz4":
         import lz4.frame
 
-        return lz4.frame.decompress(body)
+        # A large insert streams as several frames one after another; decompress() reads only one.
+        parts = []
+        while body:
+            decompressor = lz4.frame.LZ4FrameDecompressor()
+            parts.append(decompressor.decompress(body))
+            body = decompressor.unused_data
+        return b"".join(parts)
     if encoding == "zstd":
         if sys.version_info >= (3, 14):
             from compression import zstd
@@ -241,6 +250,9 @@ class Handler(BaseHTTPRequestHandler):
         query_id = params.get("query_id") or str(uuid.uuid4())
         try:
             out, fmt, summary = self._execute(params)
+            if self.server.lose_reply(summary):
+                self.close_connection = True
+                return
         except ClickHouseError as ex:
             self._reply_error(ex, query_id)
             return
@@ -303,9 +315,29 @@ class Handler(BaseHTTPRequestHandler):
 class StandinServer(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, address: tuple[str, int], engine: Engine) -> None:
+    def __init__(self, address: tuple[str, int], engine: Engine, faults: Path | None = None) -> None:
         super().__init__(address, Handler)
         self.engine = engine
+        self._faults = faults
+        self._faults_lock = threading.Lock()
+
+    def lose_reply(self, summary: dict[str, str]) -> bool:
+        """Whether the --faults file says to drop this insert's reply (counting it down if so)."""
+        if self._faults is None or int(summary.get("written_rows") or 0) <= 0:
+            return False
+        with self._faults_lock:
+            try:
+                faults = json.loads(self._faults.read_text() or "{}")
+            except (OSError, ValueError):
+                return False
+            left = int(faults.get("lose_insert_replies", 0))
+            if left <= 0:
+                return False
+            faults["lose_insert_replies"] = left - 1
+            partial = self._faults.with_suffix(".partial")
+            partial.write_text(json.dumps(faults))
+            os.replace(partial, self._faults)
+            return True
 
 
 @contextmanager
@@ -364,11 +396,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port-file", type=Path, required=True)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--faults", type=Path, default=None)
     args = parser.parse_args(argv)
     args.data_dir.mkdir(parents=True, exist_ok=True)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     engine = Engine(args.data_dir)
-    server = StandinServer((args.host, args.port), engine)
+    server = StandinServer((args.host, args.port), engine, args.faults)
     try:
         partial = args.port_file.with_name(args.port_file.name + ".partial")
         partial.write_text(str(server.server_address[1]))

@@ -64,6 +64,7 @@ class ListSink:
     def __init__(self) -> None:
         self.inserts: list[tuple[str, list[Row]]] = []
         self.refusing: dict[str, int] = {}
+        self.refused_contacts: set[str] = set()
 
     def refuse(self, table: str, times: int) -> None:
         self.refusing[table] = times
@@ -72,6 +73,8 @@ class ListSink:
         if self.refusing.get(table):
             self.refusing[table] -= 1
             raise KpiStoreError("Code: 210. Connection refused", code=210)
+        if any(row.get("contact_id") in self.refused_contacts for row in rows):
+            raise KpiStoreError("Code: 469. DB::Exception: Constraint `outcome_is_known` is violated")
         self.inserts.append((table, [dict(row) for row in rows]))
         return len(rows)
 
@@ -281,6 +284,20 @@ def test_a_refusing_kpi_store_makes_the_runner_retry_and_the_rows_written_after_
     assert kpi.sink.inserts[2:] == expected.inserts
     assert sum(kpi.broker.group_offsets["kpi"].values()) == len(events), "committed once, after the write"
     assert kpi.store.load(CONTACTS, "c-1").state.version == 13
+
+
+def test_facts_clickhouse_refuses_for_what_they_hold_dead_letter_their_events_and_the_rest_go_on() -> None:
+    kpi, poisoned, fine = Kpi(), answered_call("c-bad", "a-1"), answered_call("c-ok", "a-2")
+    kpi.sink.refused_contacts.add("c-bad")
+
+    kpi.run(*poisoned.all, *fine.all)
+
+    dead = kpi.broker.records("deadletter.v1")
+    assert dead and {record.key for record in dead} <= {b"c-bad", b"a-1"}, "only events of the refused call"
+    assert all(b"Constraint" in dict(record.headers)["deadletter.reason"] for record in dead)
+    assert {row["contact_id"] for row in kpi.sink.final("contact_facts").values()} == {"c-ok"}
+    assert sum(kpi.broker.group_offsets["kpi"].values()) == len(poisoned.all) + len(fine.all)
+    assert kpi.store.health.serving
 
 
 def test_while_the_kpi_store_refuses_nothing_is_committed() -> None:
