@@ -49,7 +49,15 @@ from simulator.scenario import AgentPlan, Caller, Habits, Scenario, agent_plans,
 VOICE = types_pb2.Channel.CHANNEL_VOICE
 END = intake_ev.ContactEndReason
 REASONS = {"break": 1, "lunch": 2, "training": 3, "meeting": 4, "coaching": 5}
-FINAL = ("answered", "abandoned", "self_service", "disconnected", "callback_cancelled", "ended_by_run")
+FINAL = (
+    "answered",
+    "abandoned",
+    "self_service",
+    "disconnected",
+    "callback_cancelled",
+    "ended_by_run",
+    "refused",
+)
 RETRIABLE = (
     grpc.StatusCode.UNAVAILABLE,
     grpc.StatusCode.RESOURCE_EXHAUSTED,
@@ -97,6 +105,7 @@ class Contact:
     caller: Caller
     arrived_at: datetime
     phase: str = "ivr"
+    started: bool = False  # intake took it (a contact refused at the door was never in the center)
     ringing: str = ""  # the agent whose desk rings for it, if any
     ended_at: datetime | None = None
     outcome: str = ""
@@ -484,9 +493,19 @@ class Simulation:
             gateway="simulator",
             language="en",
         )
-        self.call(self.intake.StartContact, start, then=lambda _: self._ivr(contact))
+        self.call(
+            self.intake.StartContact, start, then=lambda _: self._ivr(contact), failed=self._refused(contact)
+        )
+
+    def _refused(self, contact: Contact) -> Callable[[grpc.RpcError], None]:
+        def refused(_error: grpc.RpcError) -> None:
+            contact.phase, contact.outcome, contact.ended_at = "ended", "refused", _now()
+            self.tally.outcomes["refused"] += 1
+
+        return refused
 
     def _ivr(self, contact: Contact) -> None:
+        contact.started = True
         caller = contact.caller
         if caller.self_service:
             selection = intake_pb.RecordIvrSelectionRequest(

@@ -592,6 +592,9 @@ def _answered(agent: Agent, command: ContactAnswered) -> list[Message]:
 
 
 def _ended(agent: Agent, command: ContactEnded) -> list[Message]:
+    if agent.state_since is not None and command.now < agent.state_since:
+        # The end came before the agent's last change (it was heard late): it takes effect now.
+        command = replace(command, now=agent.state_since)
     held = agent.contacts.get(command.contact_id)
     if held is None:
         if agent.offer is not None and agent.offer.contact_id == command.contact_id:

@@ -116,6 +116,11 @@ class AgentsService:
             case "ContactEnded":
                 agent_id = event.agent_id or self.contacts.agent_of(event.contact_id)
                 return domain.ContactEnded(agent_id, event.contact_id, now) if agent_id else None
+            case "ContactEndedWhileOffered" | "ConnectionVoided":
+                # Routing heard the contact's end while it offered the contact to this agent, or after
+                # the agent's late accept: this reaches the agent after its offer (routing's topic
+                # keeps one contact's events in order), whenever intake's end reaches it.
+                return domain.ContactEnded(event.agent_id, event.contact_id, now)
             case "ContactTransferred":
                 # The transferring agent's part of the contact is over: their after-contact work begins.
                 agent_id = event.from_agent_id or self.contacts.agent_of(event.contact_id)

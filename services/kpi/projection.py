@@ -327,6 +327,22 @@ def _end_visit(
             return replace(visit, ended_at=at, outcome="callback_cancelled")
         case "ContactDisconnected":
             return replace(visit, ended_at=at, wait_s=live_wait, outcome="disconnected")
+        case "ConnectionVoided":
+            # The accept came after the contact had ended: the visit was not answered after all.
+            if event.end_reason in (_END.CONTACT_END_REASON_CALLER, _END.CONTACT_END_REASON_UNSPECIFIED):
+                outcome = "short_abandon" if event.short_abandon else "abandoned"
+            else:
+                outcome = "disconnected"
+            wait = event.waited.ToTimedelta().total_seconds()
+            return replace(
+                visit,
+                answered_at=None,
+                agent_id="",
+                skill_group="",
+                ended_at=at,
+                wait_s=wait,
+                outcome=outcome,
+            )
     return visit
 
 

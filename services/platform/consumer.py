@@ -15,21 +15,25 @@ import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from opentelemetry import metrics, trace
 from opentelemetry.trace import SpanKind
 
-from services.platform.envelope import Envelope, EventRegistry, PoisonEvent, decode
+from services.platform.envelope import (
+    DEADLETTER_TOPIC,
+    Envelope,
+    EventRegistry,
+    PoisonEvent,
+    deadletter_headers,
+    decode,
+)
 from services.platform.errors import DomainError, WriterFenced
 from services.platform.eventstore import ConsumedOffsets, EventStore, LogRecord, RecordTooLarge, Transaction
 from services.platform.telemetry import extract_kafka_context
 
 log = logging.getLogger(__name__)
 
-DEADLETTER_TOPIC = "deadletter.v1"
-REASON_HEADER = "deadletter.reason"
 
 Handler = Callable[[Envelope, Transaction], None]
 BatchHandler = Callable[[Transaction], None]
@@ -37,6 +41,11 @@ BatchHandler = Callable[[Transaction], None]
 
 class TransientError(Exception):
     """Something the handler depends on is unavailable; retry later, never dead-letter."""
+
+
+class BatchRefused(Exception):
+    """A batch's output was refused for what it holds, whatever the retry: the batch is done again one
+    record at a time, and a record whose own output is still refused is dead-lettered."""
 
 
 class Source(ABC):
@@ -144,7 +153,7 @@ class ConsumerRunner:
                 raise
             except _HandlerFailed as failure:
                 self._count_failure(failure)
-            except RecordTooLarge as error:
+            except (RecordTooLarge, BatchRefused) as error:
                 if len(records) > 1:
                     # Find the record whose output cannot be written: one unit of work each.
                     for record in records:
@@ -204,7 +213,7 @@ class ConsumerRunner:
                         self._deadletter_topic,
                         record.key,
                         record.value or b"",
-                        self._deadletter_headers(record, reason),
+                        deadletter_headers(record.headers, _position(record), reason or "", self.name),
                     )
                     dead += 1
                     continue
@@ -240,14 +249,3 @@ class ConsumerRunner:
         self._dead.add(dead, self._attrs)
         if dead:
             log.warning("%s: %d record(s) dead-lettered to %s", self.name, dead, self._deadletter_topic)
-
-    def _deadletter_headers(self, record: LogRecord, reason: str | None) -> list[tuple[str, bytes]]:
-        return [
-            *record.headers,
-            (REASON_HEADER, (reason or "unknown").encode()),
-            ("deadletter.topic", record.topic.encode()),
-            ("deadletter.partition", str(record.partition).encode()),
-            ("deadletter.offset", str(record.offset).encode()),
-            ("deadletter.consumer", self.name.encode()),
-            ("deadletter.at", datetime.now(UTC).isoformat().encode()),
-        ]

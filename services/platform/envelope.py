@@ -15,10 +15,13 @@ from types import ModuleType
 
 import uuid6
 from callcenter.common.v1 import envelope_pb2
+from callcenter.platform.v1 import events_pb2 as platform_events
 from google.protobuf.message import DecodeError, Message
 
 EVENT_TYPE_HEADER = "event_type"
 SCHEMA_VERSION_HEADER = "schema_version"
+DEADLETTER_TOPIC = "deadletter.v1"
+REASON_HEADER = "deadletter.reason"
 
 Headers = list[tuple[str, bytes]]
 Upcaster = Callable[[Message], Message]
@@ -154,8 +157,9 @@ class EventRegistry:
 
     @classmethod
     def of(cls, *modules: ModuleType) -> EventRegistry:
+        """The events of these modules, and the kernel's own, which every events topic may hold."""
         registry = cls()
-        for module in modules:
+        for module in (*modules, platform_events):
             registry.register_module(module)
         return registry
 
@@ -237,3 +241,19 @@ def decode(
         headers=tuple(headers or ()),
         request_fingerprint=message.request_fingerprint,
     )
+
+
+def deadletter_headers(
+    headers: Sequence[tuple[str, bytes]], where: tuple[str, int, int], reason: str, by: str
+) -> Headers:
+    """A dead-lettered record's headers: its own, and why, from where, by whom, when."""
+    topic, partition, offset = where
+    return [
+        *headers,
+        (REASON_HEADER, (reason or "unknown").encode()),
+        ("deadletter.topic", topic.encode()),
+        ("deadletter.partition", str(partition).encode()),
+        ("deadletter.offset", str(offset).encode()),
+        ("deadletter.consumer", by.encode()),
+        ("deadletter.at", datetime.now(UTC).isoformat().encode()),
+    ]

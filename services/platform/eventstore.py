@@ -237,6 +237,9 @@ class EventLog(ABC):
         CommitInDoubt again while it still cannot tell."""
         raise LogWriteFailed(f"{self.topic}: cannot resolve a commit in doubt: {doubt}")
 
+    # Whether ``check`` can tell anything: the store's writer asks every second only if so.
+    checks_reachability = False
+
     def check(self) -> str | None:
         """Why the log could not take a commit now (broker unreachable), or None when it could."""
         return None
@@ -678,12 +681,13 @@ class EventStore:
     # The writer ---------------------------------------------------------------------------------
 
     def _write_loop(self) -> None:
+        checking = self._log.checks_reachability
         next_check = time.monotonic()
         while True:
             with self._lock:
                 while not self._queue and not self._snapshot_wanted and not self._closing:
-                    wait = next_check - time.monotonic()
-                    if wait <= 0:
+                    wait = next_check - time.monotonic() if checking else None
+                    if wait is not None and wait <= 0:
                         break
                     self._wake.wait(wait)
                 if self._closing and not self._queue:
@@ -697,7 +701,7 @@ class EventStore:
                 self._write(units)
             if wanted or self._snapshot_due():
                 self._write_snapshots(wanted)
-            if time.monotonic() >= next_check:
+            if checking and time.monotonic() >= next_check:
                 self._check_log()
                 next_check = time.monotonic() + self._check_every_s
         self._fail_all(CommitFailed(f"{self.topic}: the service stopped before this was written"))

@@ -167,6 +167,8 @@ class KafkaEventLog(EventLog):
     only tables (the KPI projections): nothing to replay, and ``topic`` names the writer.
     """
 
+    checks_reachability = True
+
     def __init__(
         self,
         kafka: KafkaSettings,

@@ -65,6 +65,8 @@ TARGET_WAIT = timedelta(seconds=30)
 MAX_OVERFLOW_HOPS = 5
 EXPLAINED_CANDIDATES = 5
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# Ends by the caller: an abandon while no agent has the contact; any other end is telephony's.
+_CALLER_ENDS = (EndReason.CONTACT_END_REASON_CALLER, EndReason.CONTACT_END_REASON_UNSPECIFIED)
 _QUEUE_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _REASONS = {
     name.removeprefix("NOT_READY_REASON_").lower(): value
@@ -254,6 +256,15 @@ class Offered:
 
 
 @dataclass(frozen=True)
+class EndNoted:
+    """The contact's end, heard while an offer of it rang: the visit closes on the agent's verdict."""
+
+    reason: int
+    detail: str
+    at: datetime
+
+
+@dataclass(frozen=True)
 class Entry:
     """One contact's wait: where it waits, since when, how urgent, and the offer ringing now."""
 
@@ -283,6 +294,11 @@ class Entry:
     # When this visit ended (answered, or left the queue without an agent).
     ended_at: datetime | None = None
     correlation_id: str = ""
+    # The contact's end, when intake reported it while an offer was open.
+    ended: EndNoted | None = None
+    # When the agent accepted the offer that connected this visit, and which offer it was.
+    connected_at: datetime | None = None
+    connected_offer_id: str = ""
 
     @property
     def open(self) -> bool:
@@ -571,22 +587,67 @@ class ContactGone:
 
 
 def contact_ended(entry: Entry, command: ContactGone, queue: Queue | None) -> list[Message]:
-    if not entry.open or command.reason == EndReason.CONTACT_END_REASON_CALLBACK_ACCEPTED:
+    """Intake's end of the contact. While an offer of it is open, the agent may already have taken it
+    (routing reads the agents' topic apart from intake's, in any order): the end is noted, and the
+    visit closes on the agent's verdict (``offer_ended``), whichever of the two routing reads first."""
+    if command.reason == EndReason.CONTACT_END_REASON_CALLBACK_ACCEPTED:
         return []
-    waited = command.now - entry.entered_at
-    if entry.is_callback and entry.status == Status.WAITING:
+    if (
+        entry.status == Status.CONNECTED
+        and entry.connected_at is not None
+        and command.now < entry.connected_at
+    ):
+        return [_voided(entry, EndNoted(command.reason, command.detail, command.now), queue)]
+    if not entry.open or entry.ended is not None:
+        return []
+    if entry.offer is not None:
+        noted = ev.ContactEndedWhileOffered(
+            contact_id=entry.contact_id,
+            queue_id=entry.queue_id,
+            agent_id=entry.offer.agent_id,
+            offer_id=entry.offer.offer_id,
+            end_reason=command.reason,
+            detail=command.detail,
+        )
+        noted.ended_at.FromDatetime(command.now)
+        return [noted]
+    ringing = entry.status == Status.OFFERED  # the agent answered "the contact ended" before intake did
+    return _visit_ends(entry, EndNoted(command.reason, command.detail, command.now), queue, ringing)
+
+
+def _voided(entry: Entry, end: EndNoted, queue: Queue | None) -> Message:
+    """The visit connected by an accept that came after the contact had ended: it was not answered."""
+    [ended] = _visit_ends(replace(entry, is_callback=False), end, queue, ringing=True)
+    voided = ev.ConnectionVoided(
+        contact_id=entry.contact_id,
+        queue_id=entry.queue_id,
+        agent_id=entry.last_agent_id,
+        offer_id=entry.connected_offer_id,
+        end_reason=end.reason,
+        short_abandon=getattr(ended, "short_abandon", False),
+    )
+    voided.ended_at.FromDatetime(end.at)
+    voided.waited.FromTimedelta(end.at - entry.entered_at)
+    return voided
+
+
+def _visit_ends(entry: Entry, end: EndNoted, queue: Queue | None, ringing: bool) -> list[Message]:
+    """The visit of a contact that ended with no agent on it: a cancelled callback, a disconnect by
+    telephony, or an abandon (short, under the queue's threshold)."""
+    waited = end.at - entry.entered_at
+    if entry.is_callback and not ringing:
         cancelled = ev.CallbackCancelled(
-            contact_id=entry.contact_id, queue_id=entry.queue_id, reason=command.detail
+            contact_id=entry.contact_id, queue_id=entry.queue_id, reason=end.detail
         )
         cancelled.waited.FromTimedelta(waited)
         return [cancelled]
-    if command.reason not in (EndReason.CONTACT_END_REASON_CALLER, EndReason.CONTACT_END_REASON_UNSPECIFIED):
+    if end.reason not in _CALLER_ENDS:
         return [
             ev.ContactDisconnected(
                 contact_id=entry.contact_id,
                 queue_id=entry.queue_id,
-                reason=f"ended by telephony ({_end_reason(command.reason)}"
-                f"{': ' + command.detail if command.detail else ''})",
+                reason=f"ended by telephony ({_end_reason(end.reason)}"
+                f"{': ' + end.detail if end.detail else ''})",
             )
         ]
     threshold = (
@@ -597,9 +658,7 @@ def contact_ended(entry: Entry, command: ContactGone, queue: Queue | None) -> li
     abandoned = ev.ContactAbandoned(
         contact_id=entry.contact_id,
         queue_id=entry.queue_id,
-        stage=ev.AbandonStage.ABANDON_STAGE_RINGING
-        if entry.status == Status.OFFERED
-        else ev.AbandonStage.ABANDON_STAGE_QUEUED,
+        stage=ev.AbandonStage.ABANDON_STAGE_RINGING if ringing else ev.AbandonStage.ABANDON_STAGE_QUEUED,
         short_abandon=waited < threshold,
     )
     abandoned.waited.FromTimedelta(waited)
@@ -706,6 +765,19 @@ class OfferEnded:
 def offer_ended(entry: Entry, command: OfferEnded, queue: Queue | None) -> list[Message]:
     if entry.offer is None or entry.offer.offer_id != command.offer_id:
         return []  # an offer routing no longer waits on (a redelivery, or one already settled)
+    events = _offer_outcome(entry, command, queue)
+    if entry.ended is None:
+        return events
+    accepted = isinstance(events[0], ev.OfferAccepted)
+    if accepted and command.now < entry.ended.at:
+        return events  # taken before the contact ended: the visit was answered
+    # The contact ended while this offer was open and the agent did not take it before: the visit
+    # ends as the end says. (An accept after the end came too late: no ContactConnected.)
+    still_ringing = accepted or command.refused or command.now >= entry.ended.at
+    return [events[0], *_visit_ends(entry, entry.ended, queue, still_ringing)]
+
+
+def _offer_outcome(entry: Entry, command: OfferEnded, queue: Queue | None) -> list[Message]:
     ids = {"contact_id": entry.contact_id, "agent_id": command.agent_id, "offer_id": command.offer_id}
     if command.refused:
         return [ev.OfferWithdrawn(**ids, reason=f"the agent could not take it: {command.detail}")]
@@ -833,7 +905,12 @@ def evolve_entry(entry: Entry, envelope: Envelope) -> Entry:
                 offer=None,
                 outcome="answered",
                 ended_at=at,
+                connected_at=entry.entered_at + event.waited.ToTimedelta(),
+                connected_offer_id=event.offer_id,
             )
+        case "ConnectionVoided":
+            outcome = "abandoned" if event.end_reason in _CALLER_ENDS else "disconnected"
+            return replace(entry, status=Status.LEFT, outcome=outcome, connected_at=None)
         case "OfferRejected" | "OfferTimedOut" | "OfferWithdrawn":
             skips = entry.skips
             if (
@@ -875,6 +952,8 @@ def evolve_entry(entry: Entry, envelope: Envelope) -> Entry:
             )
         case "CallbackCancelled":
             return replace(entry, status=Status.LEFT, outcome="callback cancelled", ended_at=at)
+        case "ContactEndedWhileOffered":
+            return replace(entry, ended=EndNoted(event.end_reason, event.detail, _at(event.ended_at)))
         case "ContactDisconnected":
             outcome = "voicemail" if event.outcome == Fallback.FALLBACK_OUTCOME_VOICEMAIL else "disconnected"
             return replace(entry, status=Status.LEFT, outcome=outcome, ended_at=at)

@@ -310,7 +310,8 @@ class RoutingService:
                     tx, event.contact_id, envelope, lambda entry: domain.join(entry, command, self.board)
                 )
             case "ContactEnded":
-                gone = domain.ContactGone(event.contact_id, event.reason, event.detail, now)
+                # When it ended, not when routing heard: routing may read intake's topic late.
+                gone = domain.ContactGone(event.contact_id, event.reason, event.detail, envelope.occurred_at)
                 self._decide(
                     tx,
                     event.contact_id,
@@ -334,7 +335,13 @@ class RoutingService:
                 self._seat_changed(envelope, tx)
             case "ReservationRefused":
                 ended = domain.OfferEnded(
-                    event.contact_id, event.agent_id, event.offer_id, 0, event.reason, now, refused=True
+                    event.contact_id,
+                    event.agent_id,
+                    event.offer_id,
+                    0,
+                    event.reason,
+                    envelope.occurred_at,
+                    refused=True,
                 )
                 self._offer_ended(tx, ended, envelope)
 
@@ -359,7 +366,7 @@ class RoutingService:
                 event.offer_id,
                 event.offer_outcome,
                 event.reason_detail,
-                self.now(),
+                envelope.occurred_at,
             )
             self._offer_ended(tx, ended, envelope)
         able_before = (before.skills, before.skill_groups)

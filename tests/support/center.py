@@ -4,6 +4,7 @@ due timer until nothing is left to do, as the real processes would."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -46,6 +47,11 @@ class Center:
     schedulers: list[DeadlineScheduler] = field(default_factory=list)
     _published: int = 0
 
+    def close(self) -> None:
+        """Stop both stores' writers (a test that builds many centers closes each)."""
+        self.routing_store.close(grace_s=1.0)
+        self.agents_store.close(grace_s=1.0)
+
     def settle(self, max_rounds: int = 1_000) -> None:
         """Run reactions and due timers until a round does nothing."""
         for _ in range(max_rounds):
@@ -61,6 +67,11 @@ class Center:
 
     def publish(self, topic: str, aggregate_type: str, aggregate_id: str, payload: Any) -> None:
         """Write an event as another context would have, then let the center react."""
+        self.write(topic, aggregate_type, aggregate_id, payload)
+        self.settle()
+
+    def write(self, topic: str, aggregate_type: str, aggregate_id: str, payload: Any) -> None:
+        """Write an event as another context would have; the center reacts when it next reads."""
         self._published += 1
         envelope = make_envelope(
             payload,
@@ -73,7 +84,6 @@ class Center:
         )
         key, value, headers = encode(envelope)
         self.broker.write(OutgoingRecord(topic, key, value, headers))
-        self.settle()
 
     def events(self, topic: str) -> list[Envelope]:
         return [decode(r.value, r.headers, _everything()) for r in self.broker.records(topic)]
@@ -132,12 +142,16 @@ def _everything() -> EventRegistry:
 
 
 def build_center(
-    clock: Clock | None = None, broker: InMemoryBroker | None = None, settings: Settings | None = None
+    clock: Clock | None = None,
+    broker: InMemoryBroker | None = None,
+    settings: Settings | None = None,
+    choose: Callable[[list[tuple[str, int]]], tuple[str, int]] | None = None,
 ) -> Center:
-    """Routing and agents as their bootstraps wire them, over the in-memory broker and the test's clock."""
+    """Routing and agents as their bootstraps wire them, over the in-memory broker and the test's clock
+    (with ``choose``, their consumers read one record at a time, in the order it picks)."""
     clock = clock or Clock()
     broker = broker or InMemoryBroker()
-    adapters = memory_adapters(broker, clock)
+    adapters = memory_adapters(broker, clock, choose)
     settings = settings or Settings()
     routing_context = routing_bootstrap(settings, adapters)
     agents_context = agents_bootstrap(settings, adapters)

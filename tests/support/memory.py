@@ -127,10 +127,48 @@ class InMemorySource(Source):
         pass
 
 
-def memory_adapters(broker: InMemoryBroker, clock: Callable[[], datetime] = wall_clock) -> Adapters:
-    """The adapters a context's bootstrap gets in tests/unit: this broker's logs and consumer groups."""
+class InterleavedSource(InMemorySource):
+    """A consumer-group member that reads one record per poll, from the partition ``choose`` picks among
+    those with records unread: each partition in order, the partitions and topics in any order (as a
+    lagging or hurried consumer would meet them)."""
+
+    def __init__(
+        self,
+        broker: InMemoryBroker,
+        group_id: str,
+        topics: Sequence[str],
+        choose: Callable[[list[tuple[str, int]]], tuple[str, int]],
+    ) -> None:
+        super().__init__(broker, group_id, topics)
+        self._choose = choose
+
+    def poll(self, max_records: int, timeout_s: float) -> list[LogRecord]:
+        ready = [
+            key for key, offset in self._position.items() if offset < len(self._broker.log(key[0])[key[1]])
+        ]
+        if not ready:
+            return []
+        topic, partition = self._choose(sorted(ready))
+        offset = self._position[(topic, partition)]
+        self._position[(topic, partition)] = offset + 1
+        return [self._broker.log(topic)[partition][offset]]
+
+
+def memory_adapters(
+    broker: InMemoryBroker,
+    clock: Callable[[], datetime] = wall_clock,
+    choose: Callable[[list[tuple[str, int]]], tuple[str, int]] | None = None,
+) -> Adapters:
+    """The adapters a context's bootstrap gets in tests/unit: this broker's logs and consumer groups
+    (with ``choose``, consumers that read in the order it picks: ``InterleavedSource``)."""
+
+    def source(group: str, topics: Sequence[str], _instance: str) -> Source:
+        if choose is None:
+            return InMemorySource(broker, group, topics)
+        return InterleavedSource(broker, group, topics, choose)
+
     return Adapters(
         log=lambda topic, snapshots, writer: InMemoryEventLog(broker, topic, snapshots, writer),
-        source=lambda group, topics, _instance: InMemorySource(broker, group, topics),
+        source=source,
         clock=clock,
     )

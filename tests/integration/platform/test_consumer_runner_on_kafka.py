@@ -11,8 +11,8 @@ import pytest
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from services.platform.consumer import REASON_HEADER, ConsumerRunner
-from services.platform.envelope import Cause, Envelope, encode, make_envelope
+from services.platform.consumer import ConsumerRunner
+from services.platform.envelope import REASON_HEADER, Cause, Envelope, encode, make_envelope
 from services.platform.eventstore import EventStore, Transaction
 from services.platform.kafka import KafkaEventLog, KafkaSource, producer_config
 from services.platform.settings import KafkaSettings

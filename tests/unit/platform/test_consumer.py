@@ -8,8 +8,8 @@ import pytest
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import get_current_span
 
-from services.platform.consumer import REASON_HEADER, ConsumerRunner, TransientError
-from services.platform.envelope import Cause, Envelope, encode, make_envelope
+from services.platform.consumer import ConsumerRunner, TransientError
+from services.platform.envelope import REASON_HEADER, Cause, Envelope, encode, make_envelope
 from services.platform.errors import FailedPrecondition
 from services.platform.eventstore import EventStore, OutgoingRecord, Transaction
 from services.platform.telemetry import extract_kafka_context, inject_kafka_headers

@@ -26,6 +26,8 @@ WAIT_S = 30
 class HeldLog(InMemoryEventLog):
     """Holds each commit until released while ``holding``; reports ``trouble`` from ``check``."""
 
+    checks_reachability = True
+
     def __init__(self, broker: InMemoryBroker) -> None:
         super().__init__(broker, "tally.events", "tally.snapshots", "tally-writer")
         self.holding = False

@@ -407,20 +407,106 @@ def test_an_offer_outcome_for_another_offer_changes_nothing() -> None:
     assert domain.offer_ended(entry, stale, look.queue("billing")) == []
 
 
-def test_the_caller_hanging_up_while_it_rings_keeps_the_agent_reserved_until_the_offer_is_withdrawn() -> None:
+def test_the_caller_hanging_up_while_it_rings_waits_for_the_agents_verdict_then_is_an_abandon() -> None:
     look = board(queue())
     entry = _offered(look)
     gone = domain.ContactGone(
         "c-1", domain.EndReason.CONTACT_END_REASON_CALLER, "", T0 + timedelta(seconds=8)
     )
-    entry = fold(entry, domain.contact_ended(entry, gone, look.queue("billing")))
-    assert (entry.status, entry.offer is not None, domain.entry_closed(entry)) == (Status.LEFT, True, False)
+    [noted] = domain.contact_ended(entry, gone, look.queue("billing"))
+    entry = fold(entry, [noted])
+    assert isinstance(noted, ev.ContactEndedWhileOffered)
+    assert (noted.agent_id, noted.ended_at.ToDatetime(UTC)) == ("a-1", T0 + timedelta(seconds=8))
+    assert (entry.status, entry.offer is not None, domain.entry_closed(entry)) == (
+        Status.OFFERED,
+        True,
+        False,
+    )
 
     withdrawn = domain.OfferEnded(
-        "c-1", "a-1", entry.offer.offer_id, domain.Outcome.OFFER_OUTCOME_WITHDRAWN, "gone", T0
+        "c-1",
+        "a-1",
+        entry.offer.offer_id,
+        domain.Outcome.OFFER_OUTCOME_CONTACT_ENDED,
+        "gone",
+        T0 + timedelta(seconds=9),
     )
-    entry = fold(entry, domain.offer_ended(entry, withdrawn, look.queue("billing")))
+    events = domain.offer_ended(entry, withdrawn, look.queue("billing"))
+    entry = fold(entry, events)
+    assert [type(e).__name__ for e in events] == ["OfferWithdrawn", "ContactAbandoned"]
+    assert events[1].stage == ev.AbandonStage.ABANDON_STAGE_RINGING
+    assert events[1].waited.ToTimedelta() == timedelta(seconds=8)
     assert (entry.status, entry.offer, domain.entry_closed(entry)) == (Status.LEFT, None, True)
+
+
+def test_an_accept_read_after_the_contacts_end_still_makes_the_visit_answered() -> None:
+    look = board(queue())
+    entry = _offered(look)
+    gone = domain.ContactGone(
+        "c-1", domain.EndReason.CONTACT_END_REASON_AGENT, "", T0 + timedelta(seconds=40)
+    )
+    entry = fold(entry, domain.contact_ended(entry, gone, look.queue("billing")))
+
+    accepted = domain.OfferEnded(
+        "c-1",
+        "a-1",
+        entry.offer.offer_id,
+        domain.Outcome.OFFER_OUTCOME_ACCEPTED,
+        "",
+        T0 + timedelta(seconds=7),
+    )
+    events = domain.offer_ended(entry, accepted, look.queue("billing"))
+
+    assert [type(e).__name__ for e in events] == ["OfferAccepted", "ContactConnected"]
+    assert events[1].waited.ToTimedelta() == timedelta(seconds=7), (
+        "the wait ends at the accept, not when heard"
+    )
+    assert fold(entry, events).status == Status.CONNECTED
+
+
+def test_a_rejection_before_the_end_makes_the_end_an_abandon_in_the_queue() -> None:
+    look = board(queue())
+    entry = _offered(look)
+    gone = domain.ContactGone(
+        "c-1", domain.EndReason.CONTACT_END_REASON_CALLER, "", T0 + timedelta(seconds=30)
+    )
+    entry = fold(entry, domain.contact_ended(entry, gone, look.queue("billing")))
+
+    rejected = domain.OfferEnded(
+        "c-1",
+        "a-1",
+        entry.offer.offer_id,
+        domain.Outcome.OFFER_OUTCOME_REJECTED,
+        "busy",
+        T0 + timedelta(seconds=6),
+    )
+    events = domain.offer_ended(entry, rejected, look.queue("billing"))
+
+    assert [type(e).__name__ for e in events] == ["OfferRejected", "ContactAbandoned"]
+    assert events[1].stage == ev.AbandonStage.ABANDON_STAGE_QUEUED
+    assert events[1].waited.ToTimedelta() == timedelta(seconds=30)
+
+
+def test_a_telephony_end_heard_while_it_rang_is_a_disconnect_once_the_offer_is_settled() -> None:
+    look = board(queue())
+    entry = _offered(look)
+    gone = domain.ContactGone(
+        "c-1", domain.EndReason.CONTACT_END_REASON_SYSTEM, "trunk down", T0 + timedelta(seconds=9)
+    )
+    entry = fold(entry, domain.contact_ended(entry, gone, look.queue("billing")))
+    timed_out = domain.OfferEnded(
+        "c-1",
+        "a-1",
+        entry.offer.offer_id,
+        domain.Outcome.OFFER_OUTCOME_TIMED_OUT,
+        "",
+        T0 + timedelta(seconds=25),
+    )
+
+    events = domain.offer_ended(entry, timed_out, look.queue("billing"))
+
+    assert [type(e).__name__ for e in events] == ["OfferTimedOut", "ContactDisconnected"]
+    assert "trunk down" in events[1].reason
 
 
 # The router ---------------------------------------------------------------------------------------
