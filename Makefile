@@ -14,7 +14,7 @@ PROTOS := $(shell find proto -name '*.proto')
 DEMO_MINUTES ?= 5
 DEMO_SEED ?= 7
 
-.PHONY: help setup run demo test test-unit lint format proto bench erlang-check kafka-jars kafka-up kafka-down topics clean
+.PHONY: help setup run demo test test-unit lint format proto bench erlang-check chaos quarantine kafka-jars kafka-up kafka-down topics clean
 
 help:
 	@echo "make run    set up what is missing, start the Kafka broker and the services"
@@ -23,6 +23,8 @@ help:
 	@echo "make lint   ruff, buf lint and buf breaking against main"
 	@echo "make bench  event store and contact-flow benchmarks against raw confluent-kafka, on the local broker"
 	@echo "make erlang-check  an M/M/c queue through the services: measured SL and ASA against Erlang C"
+	@echo "make chaos  the fault suite: broker and service kills, lag, poison, bad input; facts lost/doubled/misrecorded"
+	@echo "make quarantine SERVICE=intake [ARGS='skip TOPIC PARTITION OFFSET --by NAME']  records a service could not apply"
 	@echo "other: setup proto kafka-jars kafka-up kafka-down topics format clean"
 
 setup: $(INSTALLED) $(GEN_STAMP) $(KAFKA_LIBS)/.complete $(BUF)
@@ -72,6 +74,15 @@ bench: kafka-up
 
 erlang-check: kafka-up
 	$(PY) load-tests/check_erlang_c.py --start-services --minutes 15
+
+# The fault suite runs a system of its own (broker, ClickHouse stand-in, services) under .data/chaos.
+chaos: setup
+	$(PY) load-tests/chaos.py $(CHAOS_ARGS)
+
+SERVICE ?= intake
+ARGS ?= list
+quarantine: setup
+	$(PY) -m services.platform.quarantine --service $(SERVICE) $(ARGS)
 
 test: setup
 	$(PY) -m pytest

@@ -24,34 +24,43 @@ import time
 from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Generic, TypeVar
 
 from callcenter.common.v1 import snapshot_pb2
+from callcenter.platform.v1 import events_pb2 as platform_events
+from callcenter.platform.v1.events_pb2 import QuarantineResolution
 from google.protobuf.message import Message
 from opentelemetry import metrics
 
 from services.platform.envelope import (
+    DEADLETTER_TOPIC,
     Cause,
     Envelope,
     EventRegistry,
     Headers,
     PoisonEvent,
+    deadletter_headers,
     decode,
     encode,
     make_envelope,
 )
 from services.platform.errors import (
     ConcurrencyError,
+    FailedPrecondition,
     InvalidArgument,
+    NotFound,
     Overloaded,
+    Quarantined,
     RequestIdReused,
     Unavailable,
     WriterFenced,
 )
 from services.platform.health import Health
+from services.platform.quarantine import KIND as QUARANTINE
+from services.platform.quarantine import Quarantine, is_kernel_record, resolution_event
 from services.platform.requests import Request
 from services.platform.telemetry import inject_kafka_headers
 
@@ -367,6 +376,10 @@ class EventStore:
         self._log = log
         self._registry = registry
         self._kinds = {kind.name: kind for kind in kinds}
+        self._kinds[QUARANTINE] = AggregateKind(QUARANTINE, lambda _id: None, lambda state, _envelope: state)
+        if not registry.knows("RecordQuarantined"):
+            registry.register_module(platform_events)
+        self._quarantine = Quarantine()
         self._clock = clock
         self._snapshot_every = snapshot_every
         self.health = health or Health(log.topic)
@@ -420,29 +433,109 @@ class EventStore:
 
     def start(self) -> None:
         """Become the writer, rebuild every aggregate from snapshots and the tail of the topic, then
-        start the writer thread."""
+        start the writer thread. A record of the topic that cannot be applied is quarantined
+        (``services.platform.quarantine``), never a reason not to start."""
         self.health.trouble("store", f"replaying {self.topic}")
         with self._lock:
             self._log.open()
             self._restore_tables()
             start = self._restore_snapshots()
+            # Resolutions first: a record skipped before is passed over when the replay meets it.
             for record in self._log.replay(start):
-                try:
-                    envelope = decode(record.value, record.headers, self._registry)
-                except PoisonEvent as error:
-                    raise CorruptLog(
-                        f"{record.topic}[{record.partition}]@{record.offset} cannot be applied: {error}"
-                    ) from error
-                self._apply(envelope, record.partition)
-                self._next_offset[record.partition] = record.offset + 1
-                self._remember(envelope)
-                self.replayed_events += 1
+                if is_kernel_record(record):
+                    with suppress(PoisonEvent):
+                        self._quarantine.learn(decode(record.value, record.headers, self._registry))
+            for record in self._log.replay(start):
+                self._replay(record)
             # Replay meets the partitions one after another; forgetting goes oldest first.
             self._closed = OrderedDict(sorted(self._closed.items(), key=lambda item: item[1]))
             self._forget_closed()
         self._writer = threading.Thread(target=self._write_loop, name=f"{self.topic}-writer", daemon=True)
         self._writer.start()
+        self._record_quarantine()
         self.health.clear("store")
+
+    def _replay(self, record: LogRecord) -> None:
+        self._next_offset[record.partition] = record.offset + 1
+        if self._quarantine.skipped(record):
+            return
+        key = (record.key or b"").decode(errors="replace")
+        try:
+            envelope = decode(record.value, record.headers, self._registry)
+        except PoisonEvent as error:
+            self._quarantine.poison(record, f"{type(error).__name__}: {error}")
+            return
+        if envelope.aggregate_type == QUARANTINE:
+            self._apply(envelope, record.partition)
+            self._remember(envelope)
+            return
+        self._quarantine.readable_again(record)
+        if self._quarantine.holds(key):
+            self._quarantine.hold(key, record, envelope)  # after a record it cannot apply: held back
+            return
+        try:
+            self._apply(envelope, record.partition)
+        except Exception as error:
+            self._quarantine.poison(record, f"{type(error).__name__}: {error}", envelope)
+            return
+        self._remember(envelope)
+        self.replayed_events += 1
+
+    def _record_quarantine(self) -> None:
+        """Write what the replay found: for each record newly quarantined, a dead-letter copy and the
+        audit event; for each that reads again, its resolution; then free what nothing holds back."""
+        for found in self._quarantine.unrecorded():
+            assert found.record is not None
+            record = found.record
+            log.error("%s: quarantined %s, and %s with it", self.topic, found.describe(), found.aggregate_id)
+            with self.transaction() as tx:
+                headers = deadletter_headers(record.headers, found.position, found.reason, self.topic)
+                tx.publish(DEADLETTER_TOPIC, record.key, record.value or b"", headers)
+                self._audit(tx, found.aggregate_id, found.audit_event(), found.position)
+        for found in self._quarantine.newly_readable():
+            if found.recorded:
+                resolved = resolution_event(found, found.resolution, "service", "readable by this version")
+                with self.transaction() as tx:
+                    self._audit(tx, found.aggregate_id, resolved, found.position)
+            self._release_held(found.aggregate_id)
+
+    def _audit(
+        self, tx: Transaction, aggregate_id: str, event: Message, position: tuple[str, int, int]
+    ) -> None:
+        loaded = tx.load(QUARANTINE, aggregate_id)
+        cause = Cause.request(f"quarantine/{'/'.join(map(str, position))}/{type(event).__name__}")
+        tx.append(QUARANTINE, aggregate_id, loaded.version, [event], cause)
+
+    def _release_held(self, aggregate_id: str) -> None:
+        """Apply the events an aggregate held back, once none of its records is unresolved."""
+        with self._lock:
+            for record, envelope in self._quarantine.release(aggregate_id):
+                if envelope is not None and not self._quarantine.skipped(record):
+                    self._apply(envelope, record.partition)
+                    self._remember(envelope)
+
+    def quarantined(self) -> list[Any]:
+        """Every record of the topic this store quarantined, resolved or not (OperationsService)."""
+        with self._lock:
+            return self._quarantine.listing()
+
+    def skip_quarantined(
+        self, request: Request, position: tuple[str, int, int], resolved_by: str, note: str = ""
+    ) -> Any:
+        """Pass over a quarantined record: recorded as QuarantineResolved; its aggregate goes on."""
+        with self._lock:
+            found = self._quarantine.records.get(position)
+        if found is None:
+            raise NotFound(f"{'/'.join(map(str, position))} is not a quarantined record of {self.topic}")
+        if found.resolved and self._seen.get(request.request_id) is None:
+            raise FailedPrecondition(f"{found.describe()} is already resolved ({found.resolved_by})")
+        event = resolution_event(found, QuarantineResolution.QUARANTINE_RESOLUTION_SKIP, resolved_by, note)
+        self.execute(
+            request, QUARANTINE, found.aggregate_id, lambda _loaded: [] if found.resolved else [event]
+        )
+        self._release_held(found.aggregate_id)
+        with self._lock:
+            return next(r for r in self._quarantine.listing() if (r.topic, r.partition, r.offset) == position)
 
     def close(self, grace_s: float = 5.0) -> None:
         """Write what is queued (for up to ``grace_s``), fail what is left, then close the log."""
@@ -802,6 +895,8 @@ class EventStore:
         partitions: dict[_Key, int] = {}
         for envelope, position in zip(tx.envelopes, positions, strict=False):
             self._remember(envelope)
+            if envelope.aggregate_type == QUARANTINE:
+                self._quarantine.learn(envelope)
             if position is not None:
                 partitions[(envelope.aggregate_type, envelope.aggregate_id)] = position.partition
                 self._next_offset[position.partition] = max(
@@ -929,10 +1024,20 @@ class EventStore:
 
     def _take_snapshots(self) -> list[snapshot_pb2.PartitionSnapshot]:
         with self._lock:
-            by_partition: dict[int, list[snapshot_pb2.AggregateSnapshot]] = {p: [] for p in self._next_offset}
+            # A partition whose records an aggregate holds back keeps its older snapshot, so the next
+            # start meets them again.
+            held = self._quarantine.partitions_held()
+            by_partition: dict[int, list[snapshot_pb2.AggregateSnapshot]] = {
+                p: [] for p in self._next_offset if p not in held
+            }
             for (kind_name, aggregate_id), cached in self._cache.items():
                 kind = self._kinds[kind_name]
-                if kind.snapshot is None or kind.is_table or cached.partition is None:
+                if (
+                    kind.snapshot is None
+                    or kind.is_table
+                    or cached.partition is None
+                    or cached.partition in held
+                ):
                     continue
                 by_partition.setdefault(cached.partition, []).append(
                     snapshot_pb2.AggregateSnapshot(
@@ -1099,7 +1204,14 @@ class Transaction:
         pending = self.pending.get((kind_name, aggregate_id))
         if pending is not None:
             return pending
-        return self._store._newest(self._store.kind(kind_name), aggregate_id)
+        kind = self._store.kind(kind_name)
+        blocking = self._store._quarantine.blocking(aggregate_id) if kind_name != QUARANTINE else None
+        if blocking is not None:
+            raise Quarantined(
+                f"{kind_name} {aggregate_id} is quarantined: its history holds {blocking.describe()}, which "
+                f"this service cannot apply; an operator resolves it (python -m services.platform.quarantine)"
+            )
+        return self._store._newest(kind, aggregate_id)
 
     def decide(self, kind_name: str, aggregate_id: str, decide: Decide, cause: Cause) -> list[Envelope]:
         """Load an aggregate, decide against it and append what was decided: a reaction's one step."""

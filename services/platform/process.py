@@ -25,6 +25,9 @@ from pathlib import Path
 from types import ModuleType
 from typing import IO, Any, Generic, TypeVar
 
+from callcenter.platform.v1 import service_pb2 as operations_pb
+from callcenter.platform.v1 import service_pb2_grpc as operations_grpc
+
 from services.platform.consumer import BatchHandler, ConsumerRunner, Handler, Source
 from services.platform.envelope import EventRegistry
 from services.platform.errors import WriterFenced
@@ -41,6 +44,7 @@ from services.platform.health import Health
 from services.platform.kafka import KafkaEventLog, KafkaSource
 from services.platform.logs import setup_logging
 from services.platform.preflight import KafkaUnreachable, require_kafka
+from services.platform.quarantine import OperationsServicer
 from services.platform.settings import Settings
 from services.platform.telemetry import server_interceptors, setup_telemetry
 from services.platform.timers import DeadlineScheduler
@@ -235,10 +239,11 @@ def serve_context(
     stop = stop or threading.Event()
     claim = WriterClaim.take(settings, writer_id(settings, context.name))
     ready = threading.Event()
+    operations = registration(operations_grpc, operations_pb, OperationsServicer(context.store))
     try:
         server = create_server(
             settings.grpc.address,
-            context.servicers,
+            [*context.servicers, operations],
             max_workers=settings.grpc.max_workers,
             max_concurrent_rpcs=settings.grpc.max_concurrent_rpcs,
             interceptors=server_interceptors(),
