@@ -6,6 +6,7 @@ PYTHON_BOOT ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
+RUNTIME := $(VENV)/.runtime
 GEN_STAMP := gen/.generated
 KAFKA_LIBS := deploy/kafka/target/libs
 BUF := .tools/bin/buf
@@ -14,7 +15,7 @@ PROTOS := $(shell find proto -name '*.proto')
 DEMO_MINUTES ?= 5
 DEMO_SEED ?= 7
 
-.PHONY: help setup run demo test test-unit lint format proto bench erlang-check chaos quarantine kafka-jars kafka-up kafka-down topics clean
+.PHONY: help setup setup-run run demo test test-unit lint format proto bench erlang-check chaos quarantine kafka-jars kafka-up kafka-down topics clean
 
 help:
 	@echo "make run    set up what is missing, start the Kafka broker and the services"
@@ -27,17 +28,24 @@ help:
 	@echo "make quarantine SERVICE=intake [ARGS='skip TOPIC PARTITION OFFSET --by NAME']  records a service could not apply"
 	@echo "other: setup proto kafka-jars kafka-up kafka-down topics format clean"
 
-setup: $(INSTALLED) $(GEN_STAMP) $(KAFKA_LIBS)/.complete $(BUF)
+# What running needs (make run): the services' packages, generated code and the broker's jars.
+# setup adds the test and lint tools (pytest and friends, buf).
+setup-run: $(RUNTIME) $(GEN_STAMP) $(KAFKA_LIBS)/.complete
+setup: setup-run $(INSTALLED) $(BUF)
 
-$(INSTALLED): pyproject.toml
+$(RUNTIME): pyproject.toml
 	test -x $(PY) || $(PYTHON_BOOT) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[proto]'
 	echo "$(CURDIR)/gen" > "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/callcenter-gen.pth"
 	touch $@
 
+$(INSTALLED): $(RUNTIME) pyproject.toml
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
 proto: $(GEN_STAMP)
-$(GEN_STAMP): $(INSTALLED) $(PROTOS)
+$(GEN_STAMP): $(RUNTIME) $(PROTOS)
 	PYTHON=$(PY) bash deploy/scripts/proto.sh
 	touch $@
 
@@ -50,14 +58,14 @@ $(KAFKA_LIBS)/.complete: deploy/kafka/pom.xml
 $(BUF):
 	GOBIN=$(CURDIR)/.tools/bin GOFLAGS=-mod=mod go install github.com/bufbuild/buf/cmd/buf@$(BUF_VERSION)
 
-kafka-up: setup
+kafka-up: setup-run
 	$(PY) -m services.platform.broker up
 	$(PY) -m services.platform.topics ensure
 
 kafka-down:
 	test ! -x $(PY) || $(PY) -m services.platform.broker down
 
-topics: setup
+topics: setup-run
 	$(PY) -m services.platform.topics ensure
 
 run: kafka-up
@@ -72,7 +80,7 @@ bench: kafka-up
 	PYTHONPATH=$(CURDIR) $(PY) load-tests/bench_kpi_runtime.py --events 20000
 	PYTHONPATH=$(CURDIR) $(PY) load-tests/bench_kpi_pipeline.py --rate 50 --rate 200 --rate 400 --rate 600 --seconds 20
 
-erlang-check: kafka-up
+erlang-check: setup kafka-up
 	$(PY) load-tests/check_erlang_c.py --start-services --minutes 15
 
 # The fault suite runs a system of its own (broker, ClickHouse stand-in, services) under .data/chaos.
@@ -81,7 +89,7 @@ chaos: setup
 
 SERVICE ?= intake
 ARGS ?= list
-quarantine: setup
+quarantine: setup-run
 	$(PY) -m services.platform.quarantine --service $(SERVICE) $(ARGS)
 
 test: setup

@@ -184,6 +184,7 @@ class Tally:
     calls: int = 0
     retries: Counter[str] = field(default_factory=Counter)
     twin_errors: Counter[str] = field(default_factory=Counter)
+    error_details: list[str] = field(default_factory=list)
 
 
 class Simulation:
@@ -255,7 +256,8 @@ class Simulation:
             try:
                 response = self._send(method, request)
             except grpc.RpcError as error:
-                self._inbox.put(lambda error=error: self._failed(error, failed))
+                what = getattr(method, "_method", b"") or type(request).__name__
+                self._inbox.put(lambda error=error, what=what: self._failed(error, failed, str(what)))
                 return
             finally:
                 with self._counting:
@@ -295,8 +297,12 @@ class Simulation:
                 time.sleep(pause)
                 pause = min(pause * 2, 2.0)
 
-    def _failed(self, error: grpc.RpcError, handler: Callable[[grpc.RpcError], None] | None) -> None:
+    def _failed(
+        self, error: grpc.RpcError, handler: Callable[[grpc.RpcError], None] | None, what: str = ""
+    ) -> None:
         self.tally.errors[error.code().name] += 1
+        if len(self.tally.error_details) < 20:
+            self.tally.error_details.append(f"{what}: {error.code().name}: {error.details()}")
         if handler is not None:
             handler(error)
 
@@ -305,7 +311,8 @@ class Simulation:
 
     def setup(self) -> None:
         """Queues configured for the scenario, agents logged in, the offer channel open."""
-        for plan in self.scenario.queues:
+        # A queue overflows only into one that exists: the targets first.
+        for plan in sorted(self.scenario.queues, key=lambda plan: bool(plan.overflow_to)):
             self._upsert_queue(plan)
         self._listener = threading.Thread(target=self._listen, name="sim-offers", daemon=True)
         self._listener.start()

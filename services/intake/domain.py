@@ -21,6 +21,8 @@ EndReason = ev.ContactEndReason
 Fallback = routing_ev.FallbackOutcome
 
 MAX_PRIORITY_BOOST = 99
+# A caller lost in the menus is routed or ended long before this; the bound keeps a contact small.
+MAX_IVR_SELECTIONS = 64
 WITH_AN_AGENT = (Stage.CONTACT_STAGE_TALKING, Stage.CONTACT_STAGE_ON_HOLD)
 
 
@@ -204,6 +206,11 @@ def decide(contact: Contact, command: Command, vip_callers: frozenset[str] = fro
     match command:
         case RecordIvrSelection():
             _require(contact, "given an IVR selection", Stage.CONTACT_STAGE_IVR)
+            if len(contact.ivr_path) >= MAX_IVR_SELECTIONS:
+                raise FailedPrecondition(
+                    f"contact {contact.contact_id} already made {len(contact.ivr_path)} IVR selections, "
+                    f"the most one contact may; route it or end it"
+                )
             return _ivr_selection(contact, command, vip)
         case RequestRouting():
             _require(contact, "routed by its gateway", Stage.CONTACT_STAGE_IVR)

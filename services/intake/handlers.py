@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import threading
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from callcenter.intake.v1 import events_pb2 as intake_events
 from callcenter.routing.v1 import events_pb2 as routing_events
@@ -14,7 +16,7 @@ from services.intake import domain
 from services.intake.domain import Command, Contact, Party
 from services.platform.codec import dataclass_codec
 from services.platform.envelope import Cause, Envelope, EventRegistry
-from services.platform.errors import DomainError, NotFound
+from services.platform.errors import DomainError, NotFound, Overloaded
 from services.platform.eventstore import AggregateKind, EventStore, Transaction
 from services.platform.privacy import pseudonymise
 from services.platform.requests import Request
@@ -27,6 +29,38 @@ REACTS_TO = ("routing.events.v1",)
 # The namespace of contact ids derived from a StartContact's request id: never change it, or a start
 # retried across the change would name a second contact.
 CONTACT_IDS = uuid.UUID("6f1c1c8e-3b0a-4f7e-9a57-4b1f0c2d9e11")
+
+
+# Routing's answers to a routing request: the contact queued, or refused at the door.
+ROUTING_TAKES_UP = frozenset({"ContactQueued", "QueueJoinRefused"})
+
+
+class RoutingBacklog:
+    """How far routing is behind intake: the age of the oldest routing request it has not taken up.
+
+    A gauge of this process (it starts empty after a restart), fed by intake's own requests and by
+    routing's answers as intake's reactions read them.
+    """
+
+    def __init__(self, clock: Callable[[], datetime]) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._pending: OrderedDict[str, datetime] = OrderedDict()
+
+    def requested(self, contact_id: str) -> None:
+        with self._lock:
+            self._pending[contact_id] = self._clock()
+            self._pending.move_to_end(contact_id)
+
+    def taken(self, contact_id: str) -> None:
+        with self._lock:
+            self._pending.pop(contact_id, None)
+
+    def behind(self) -> timedelta:
+        with self._lock:
+            if not self._pending:
+                return timedelta(0)
+            return self._clock() - next(iter(self._pending.values()))
 
 
 def registry() -> EventRegistry:
@@ -71,6 +105,7 @@ class IntakeService:
         self._privacy = privacy
         self._settings = settings
         self._clock = clock
+        self.backlog = RoutingBacklog(clock)
 
     def now(self) -> datetime:
         return self._clock()
@@ -81,15 +116,32 @@ class IntakeService:
         return Party(reference.hash, reference.masked)
 
     def execute(self, request: Request, command: Command) -> Contact:
-        if isinstance(command, domain.StartContact) and not command.contact_id and request.request_id:
-            command = replace(command, contact_id=contact_id_for(request.request_id))
+        if isinstance(command, domain.StartContact):
+            if not command.contact_id and request.request_id:
+                command = replace(command, contact_id=contact_id_for(request.request_id))
+            self._admit(command.contact_id)
         vips = self._settings.vip_caller_hashes
+        before = self._store.load(KIND, command.contact_id).state.queue_id
         loaded = self._store.execute(
             request, KIND, command.contact_id, lambda contact: domain.decide(contact.state, command, vips)
         )
         if not loaded.exists:
             raise NotFound(f"contact {command.contact_id} is not known (never started, or ended long ago)")
-        return loaded.state
+        contact = loaded.state
+        if contact.stage == domain.Stage.CONTACT_STAGE_QUEUED and contact.queue_id != before:
+            self.backlog.requested(contact.contact_id)
+        return contact
+
+    def _admit(self, contact_id: str) -> None:
+        """A new contact is refused at once while routing is far behind: the contacts already in the
+        center keep flowing, and the caller hears the busy announcement instead of waiting unrouted."""
+        behind = self.backlog.behind()
+        limit = self._settings.max_routing_backlog
+        if behind > limit and not self._store.load(KIND, contact_id).exists:
+            raise Overloaded(
+                f"the center is at capacity: routing is {behind.total_seconds():.1f} s behind (at most "
+                f"{limit.total_seconds():g} s); refuse the caller with the busy announcement and try later"
+            )
 
     def get(self, contact_id: str) -> Contact:
         loaded = self._store.load(KIND, contact_id)
@@ -99,6 +151,8 @@ class IntakeService:
 
     def react(self, envelope: Envelope, tx: Transaction) -> None:
         """The consumer runner's handler for routing's events."""
+        if envelope.event_type in ROUTING_TAKES_UP:
+            self.backlog.taken(envelope.aggregate_id)
         command = domain.ended_by_routing(envelope.event_type, envelope.payload)
         if command is None:
             return

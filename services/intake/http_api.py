@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Annotated, Literal
 
 from callcenter.common.v1 import types_pb2
-from fastapi import FastAPI, Request, status
+from fastapi import FastAPI, Path, Request, status
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
@@ -30,8 +30,11 @@ CHANNELS = {
     "sms": types_pb2.Channel.CHANNEL_SMS,
     "web_callback": types_pb2.Channel.CHANNEL_WEB_CALLBACK,
 }
-# Checked before anything is recorded, so a malformed request never leaves half a contact behind.
-Required = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
+# Checked before anything is recorded, so a malformed request never leaves half a contact behind, and no
+# request can make an event larger than the log takes. The same limits as the gRPC contract's.
+RequestId = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=128)]
+QueueId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
+ContactId = Annotated[str, Path(min_length=1, max_length=128, description="the contact's id")]
 _STATUS_BY_ERROR = (
     (InvalidArgument, status.HTTP_400_BAD_REQUEST),
     (PermissionDenied, status.HTTP_403_FORBIDDEN),
@@ -46,17 +49,21 @@ class NewContact(BaseModel):
 
     model_config = ConfigDict(populate_by_name=True)
 
-    request_id: Required = Field(description="the gateway's idempotency key")
+    request_id: RequestId = Field(description="the gateway's idempotency key, 1 to 128 characters")
     channel: Literal["chat", "email", "sms", "web_callback"]
-    customer: str = Field(default="", alias="from")
-    to: str = Field(default="", description="the center's address or number the customer wrote to")
-    subject: str = Field(default="", description="already stripped of personal data by the gateway")
-    queue_id: Required
-    language: str = ""
+    customer: str = Field(default="", alias="from", max_length=254)
+    to: str = Field(
+        default="", max_length=254, description="the center's address or number the customer wrote to"
+    )
+    subject: str = Field(
+        default="", max_length=256, description="already stripped of personal data by the gateway"
+    )
+    queue_id: QueueId = Field(description="the queue to route to: 1 to 64 letters, digits, '_', '.' or '-'")
+    language: str = Field(default="", max_length=16, description="a language tag, e.g. 'en' or 'zh-CN'")
 
 
 class EndRequest(BaseModel):
-    request_id: Required
+    request_id: RequestId
 
 
 class ContactJson(BaseModel):
@@ -128,13 +135,13 @@ def create_app(intake: IntakeService) -> FastAPI:
         return contact_json(routed)
 
     @app.post("/v1/contacts/{contact_id}/end")
-    def end_contact(contact_id: str, body: EndRequest) -> ContactJson:
+    def end_contact(contact_id: ContactId, body: EndRequest) -> ContactJson:
         command = domain.EndContact(contact_id, domain.EndReason.CONTACT_END_REASON_CALLER)
         request = WriteRequest.of_fields(body.request_id, "EndContact", {"contact_id": contact_id})
         return contact_json(intake.execute(request, command))
 
     @app.get("/v1/contacts/{contact_id}")
-    def get_contact(contact_id: str) -> ContactJson:
+    def get_contact(contact_id: ContactId) -> ContactJson:
         return contact_json(intake.get(contact_id))
 
     return app

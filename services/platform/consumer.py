@@ -35,6 +35,8 @@ from services.platform.telemetry import extract_kafka_context
 log = logging.getLogger(__name__)
 
 
+_FIRST_DELAY_S = 0.05
+
 Handler = Callable[[Envelope, Transaction], None]
 BatchHandler = Callable[[Transaction], None]
 
@@ -57,6 +59,10 @@ class Source(ABC):
     @abstractmethod
     def group_metadata(self) -> Any:
         """What the transaction needs to fence a zombie member of the same group."""
+
+    @abstractmethod
+    def rewind(self, records: Sequence[LogRecord]) -> None:
+        """Read these records again from the next poll on (of the partitions this member still owns)."""
 
     @abstractmethod
     def close(self) -> None: ...
@@ -125,6 +131,7 @@ class ConsumerRunner:
         self._dead = meter.create_counter("consumer.records.dead_lettered", description="poison records")
         self._attrs = {"consumer": name}
         self._attempts: dict[tuple[str, int, int], int] = {}
+        self._delay = _FIRST_DELAY_S
         self._poison: dict[tuple[str, int, int], str] = {}
 
     def run(self, stop: threading.Event) -> None:
@@ -162,16 +169,25 @@ class ConsumerRunner:
                 self._poison[_position(records[0])] = f"{type(error).__name__}: {error}"
             except Exception as error:  # a transient error or an aborted transaction: the same batch again
                 log.warning(
-                    "%s: batch of %d retried after %s: %s",
+                    "%s: batch of %d read again after %s: %s",
                     self.name,
                     len(records),
                     type(error).__name__,
                     error,
                 )
+                # Back to polling before the next try: a member whose session lapsed (the broker was away)
+                # rejoins its group only while it polls, and the next try needs the group's metadata of then.
+                self.stats.retries += 1
+                self._source.rewind(records)
+                if stop is not None:
+                    stop.wait(self._delay)
+                self._delay = min(self._delay * 2, self._max_backoff_s)
+                return
             self.stats.retries += 1
             if stop is not None and stop.wait(delay):
                 return
             delay = min(delay * 2, self._max_backoff_s)
+        self._delay = _FIRST_DELAY_S
         for record in records:
             self._attempts.pop(_position(record), None)
             self._poison.pop(_position(record), None)

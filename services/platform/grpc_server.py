@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple, NoReturn
 
 import grpc
+from google.protobuf.message import Message
 from grpc_health.v1 import health as health_module
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
@@ -34,6 +35,7 @@ from services.platform.errors import (
 )
 from services.platform.health import Health
 from services.platform.logs import request_id
+from services.platform.validation import check
 
 log = logging.getLogger(__name__)
 
@@ -161,10 +163,11 @@ def status_for(error: Exception) -> grpc.StatusCode:
 
 
 class ErrorInterceptor(grpc.ServerInterceptor):
-    """Turns an error raised by a servicer into its status code with the error's message as details:
-    domain errors, UNAVAILABLE and RESOURCE_EXHAUSTED; any other exception into INTERNAL with an error
-    id that the log line carrying the traceback also has. Refuses calls until ``ready`` is set, and
-    puts each call's request id into the log context."""
+    """Checks each request against its contract's constraints (``validation.check``: INVALID_ARGUMENT
+    naming the field), then turns an error raised by a servicer into its status code with the error's
+    message as details: domain errors, UNAVAILABLE and RESOURCE_EXHAUSTED; any other exception into
+    INTERNAL with an error id that the log line carrying the traceback also has. Refuses calls until
+    ``ready`` is set, and puts each call's request id into the log context."""
 
     def __init__(self, ready: threading.Event | None = None, health: Health | None = None) -> None:
         self._ready = ready
@@ -217,6 +220,8 @@ def _single_response(
         token = request_id.set(getattr(request, "request_id", "") or "")
         try:
             gate()
+            if isinstance(request, Message):
+                check(request)
             return behavior(request, context)
         except Exception as error:
             _abort_for(error, context, method)
@@ -232,6 +237,8 @@ def _streaming_response(
     def call(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
         try:
             gate()
+            if isinstance(request, Message):
+                check(request)
             yield from behavior(request, context)
         except Exception as error:
             _abort_for(error, context, method)

@@ -520,5 +520,19 @@ class KafkaSource(Source):
     def group_metadata(self) -> Any:
         return self._consumer.consumer_group_metadata()
 
+    def rewind(self, records: Sequence[LogRecord]) -> None:
+        first: dict[tuple[str, int], int] = {}
+        for record in records:
+            key = (record.topic, record.partition)
+            first[key] = min(first.get(key, record.offset), record.offset)
+        owned = {(tp.topic, tp.partition) for tp in self._consumer.assignment()}
+        for (topic, partition), offset in first.items():
+            if (topic, partition) not in owned:
+                continue  # revoked meanwhile: its new owner starts from the committed offset
+            try:
+                self._consumer.seek(TopicPartition(topic, partition, offset))
+            except KafkaException as error:
+                log.warning("consumer %s: cannot rewind %s[%d]: %s", self._name, topic, partition, error)
+
     def close(self) -> None:
         self._consumer.close()

@@ -126,6 +126,8 @@ class IntakeSettings(BaseModel):
 
     # Keyed HMACs (hex, as in PartyReference.hash) of callers routed with the queue's VIP boost.
     vip_caller_hashes: frozenset[str] = frozenset()
+    # New contacts are refused (RESOURCE_EXHAUSTED) while routing is further behind than this.
+    max_routing_backlog: timedelta = timedelta(seconds=5)
 
 
 class Settings(BaseSettings):

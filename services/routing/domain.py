@@ -138,6 +138,8 @@ class UpsertQueue:
     expected_version: int
     current_version: int
     changed_by: str = ""
+    # The queues that exist now: a queue may only overflow into one of them.
+    existing_queues: frozenset[str] = frozenset()
 
 
 def upsert(queue: Queue, command: UpsertQueue) -> list[Message]:
@@ -153,9 +155,23 @@ def upsert(queue: Queue, command: UpsertQueue) -> list[Message]:
             f"against version {command.expected_version}; read it again"
         )
     config = checked_config(command.config)
+    _overflow_targets_exist(config, command.existing_queues)
     if queue.exists and queue.config == config:
         return []
     return [ev.QueueUpserted(config=config, changed_by=command.changed_by)]
+
+
+def _overflow_targets_exist(config: ev.QueueConfig, existing: frozenset[str]) -> None:
+    """A queue may only send its callers on to a queue that exists (create that one first)."""
+    targets = [("fallback_queue_id", config.fallback_queue_id)] + [
+        (f"escalation_steps[{n}].overflow_queue_id", step.overflow_queue_id)
+        for n, step in enumerate(config.escalation_steps)
+    ]
+    for field_name, target in targets:
+        if target and target not in existing:
+            raise FailedPrecondition(
+                f"queue {config.queue_id}: {field_name} {target!r} names no existing queue; create it first"
+            )
 
 
 def checked_config(given: ev.QueueConfig) -> ev.QueueConfig:

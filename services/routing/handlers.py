@@ -248,7 +248,8 @@ class RoutingService:
         changed_by: str = "",
     ) -> Loaded[Queue]:
         def decide(loaded: Loaded[Queue]) -> list[Message]:
-            command = domain.UpsertQueue(config, expected_version, loaded.version, changed_by)
+            existing = frozenset(queue.queue_id for queue in self.board.queues())
+            command = domain.UpsertQueue(config, expected_version, loaded.version, changed_by, existing)
             return domain.upsert(loaded.state, command)
 
         def follow(tx: Transaction, cause: Cause) -> None:

@@ -142,7 +142,7 @@ def day(kafka_broker: Any, embedded_clickhouse_dir: Any) -> Iterator[Day]:
         agents = [agent.truth() for agent in sim.agents.values()]
         visits = sum(len(c["visits"]) for c in contacts)
         wrapped = sum(1 for c in contacts for v in c["visits"] if v["wrapped_at"])
-        assert not sim.tally.errors, sim.tally.errors
+        assert not sim.tally.errors, sim.tally.error_details
         expected = (len(contacts), visits, 0, wrapped, 0)
         eventually(
             lambda: _settled(store, sim.run_id),

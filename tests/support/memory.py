@@ -123,6 +123,11 @@ class InMemorySource(Source):
     def group_metadata(self) -> Any:
         return self._group_id
 
+    def rewind(self, records: Sequence[LogRecord]) -> None:
+        for record in records:
+            key = (record.topic, record.partition)
+            self._position[key] = min(self._position[key], record.offset)
+
     def close(self) -> None:
         pass
 

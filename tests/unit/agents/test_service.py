@@ -227,11 +227,15 @@ def test_bad_requests_get_clear_status_codes(center: Center) -> None:
             )
         )
     assert malformed.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "must be 1 to 5, not 9" in malformed.value.details()
+    assert malformed.value.details() == (
+        "skills[0].proficiency: must be greater than or equal to 1 and less than or equal to 5 "
+        "(uint32.gte_lte); got 9"
+    )
 
     with pytest.raises(grpc.RpcError) as no_request_id:
         center.stub.SetReady(pb.SetReadyRequest(agent_id="a-1"))
     assert no_request_id.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert no_request_id.value.details().startswith("request_id: ")
 
 
 def test_a_supervisor_forces_a_state_and_lists_agents_by_state(center: Center) -> None:

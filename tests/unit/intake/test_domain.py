@@ -653,3 +653,12 @@ def test_no_event_holds_a_number_in_clear(number: str, callback_number: str, dat
     for clear in (number, callback_number):
         digits = clear.lstrip("+")
         assert clear.encode() not in serialized and digits.encode() not in serialized
+
+
+def test_a_contact_takes_a_bounded_number_of_ivr_selections() -> None:
+    contact = in_ivr()
+    for n in range(domain.MAX_IVR_SELECTIONS):
+        contact = fold(contact, domain.decide(contact, domain.RecordIvrSelection("c-1", "main", str(n % 9))))
+
+    with pytest.raises(FailedPrecondition, match="already made 64 IVR selections"):
+        domain.decide(contact, domain.RecordIvrSelection("c-1", "main", "1"))

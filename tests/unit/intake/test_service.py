@@ -370,7 +370,7 @@ def test_bad_reports_get_clear_status_codes(intake: Intake) -> None:
     with pytest.raises(grpc.RpcError) as no_channel:
         intake.stub.StartContact(pb.StartContactRequest(request_id="s-0", contact_id="c-0"))
     assert no_channel.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "channel is required" in no_channel.value.details()
+    assert no_channel.value.details() == "channel: must not be in list [0] (enum.not_in); got 0"
 
     intake.start()
     with pytest.raises(grpc.RpcError) as twice:
@@ -386,7 +386,7 @@ def test_bad_reports_get_clear_status_codes(intake: Intake) -> None:
     with pytest.raises(grpc.RpcError) as no_request_id:
         intake.stub.ReportHold(pb.ReportHoldRequest(contact_id="c-1"))
     assert no_request_id.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "request_id is required" in no_request_id.value.details()
+    assert no_request_id.value.details().startswith("request_id: value is required (required)")
 
     intake.select()
     intake.clock.now = T0 + timedelta(minutes=3, seconds=12)
@@ -445,3 +445,21 @@ def test_an_ended_contact_is_forgotten_an_hour_later(intake: Intake) -> None:
         intake.contact("c-1")
     assert forgotten.value.code() == grpc.StatusCode.NOT_FOUND
     assert intake.contact("c-2").stage == STAGE.CONTACT_STAGE_IVR
+
+
+def test_while_routing_is_far_behind_new_contacts_are_refused_and_those_in_the_center_go_on(
+    intake: Intake,
+) -> None:
+    intake.start("c-1")
+    intake.select("c-1")
+    intake.clock.now += timedelta(seconds=6)  # routing has not taken c-1 up for 6 s
+
+    with pytest.raises(grpc.RpcError) as refused:
+        intake.start("c-2", request_id="start-2")
+    assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "routing is 6.0 s behind" in refused.value.details()
+    assert "c-2" not in {e.aggregate_id for e in intake.events()}
+    intake.answer("c-1")  # a contact already in the center is served as before
+
+    intake.publish_routing(routing_ev.ContactQueued(contact_id="c-1", queue_id="billing", visit=1))
+    assert intake.start("c-2", request_id="start-2").contact_id == "c-2"

@@ -122,9 +122,12 @@ class Kpi:
             self.broker.write(OutgoingRecord(TOPIC_OF[envelope.aggregate_type], key, value, headers))
 
     def run(self, *envelopes: Envelope) -> int:
-        """Publish the events, then handle everything unread in one batch."""
+        """Publish the events, then handle everything unread (one batch, read again after a failure)."""
         self.publish(*envelopes)
-        return self.runner.run_once()
+        handled = self.runner.run_once()
+        while self.runner.run_once():
+            pass
+        return handled
 
     def restarted(self, sink: ListSink | None = None) -> Kpi:
         return Kpi(self.broker, sink or self.sink, self.clock, self.retention)

@@ -53,6 +53,7 @@ class ADayInTheCenter(RuleBasedStateMachine):
     @initialize()
     def open_the_center(self) -> None:
         self.center = build_center()
+        self.center.upsert_queue(_queue("sales", "sales", steps=[(30, {"min_proficiency": 1})]))
         self.center.upsert_queue(
             _queue(
                 "billing",
@@ -66,7 +67,6 @@ class ADayInTheCenter(RuleBasedStateMachine):
                 wrap_up_mode=ev.WrapUpMode.WRAP_UP_MODE_MANDATORY_WITH_TIMEOUT,
             )
         )
-        self.center.upsert_queue(_queue("sales", "sales", steps=[(30, {"min_proficiency": 1})]))
         self.contacts: list[str] = []
         self.hung_up: set[str] = set()
 

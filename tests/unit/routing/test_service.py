@@ -15,6 +15,7 @@ from callcenter.routing.v1 import service_pb2_grpc
 
 from services.agents import domain as agents_domain
 from services.platform.envelope import Cause, encode, make_envelope
+from services.platform.errors import FailedPrecondition
 from services.platform.eventstore import EventStore, OutgoingRecord
 from services.platform.grpc_server import ServiceRegistration, create_server
 from services.routing import handlers as routing
@@ -203,7 +204,22 @@ def test_the_proficiency_relaxes_at_the_escalation_step(center: Center) -> None:
     assert (offered.agent_id, offered.escalation_step) == ("novice", 1)
 
 
+def test_a_queue_may_overflow_only_into_a_queue_that_exists(center: Center) -> None:
+    overflowing = billing(
+        queue_id="main", fallback=ev.FallbackOutcome.FALLBACK_OUTCOME_OVERFLOW, fallback_queue_id="backup"
+    )
+
+    with pytest.raises(FailedPrecondition, match="fallback_queue_id 'backup' names no existing queue"):
+        center.upsert_queue(overflowing)
+    assert not center.routing_store.load(routing.QUEUE, "main").exists
+
+    center.upsert_queue(billing(queue_id="backup"))
+    center.upsert_queue(overflowing)
+    assert center.routing_store.load(routing.QUEUE, "main").exists
+
+
 def test_a_contact_overflows_to_the_backup_queue_at_its_maximum_wait(center: Center) -> None:
+    center.upsert_queue(billing(queue_id="backup", skill="general"))
     center.upsert_queue(
         billing(
             queue_id="main",
@@ -212,7 +228,6 @@ def test_a_contact_overflows_to_the_backup_queue_at_its_maximum_wait(center: Cen
             fallback_queue_id="backup",
         )
     )
-    center.upsert_queue(billing(queue_id="backup", skill="general"))
     center.login("generalist", {"general": 4})
     call(center, "c-1", queue_id="main")
 
@@ -364,7 +379,7 @@ def test_bad_queue_requests_get_clear_status_codes(stub) -> None:
             )
         )
     assert malformed.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "max_wait cannot be negative" in malformed.value.details()
+    assert malformed.value.details().startswith("config.max_wait: must be greater than or equal to 0s")
 
 
 def test_queue_status_and_wait_estimate_for_the_announcement(center: Center, stub) -> None:
