@@ -23,15 +23,25 @@ import sys
 import threading
 import time
 import traceback
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import grpc
+from callcenter.agents.v1 import service_pb2 as agents_pb
+from callcenter.agents.v1 import service_pb2_grpc as agents_grpc
 from callcenter.common.v1.envelope_pb2 import EventEnvelope
+from callcenter.intake.v1 import service_pb2 as intake_pb
+from callcenter.intake.v1 import service_pb2_grpc as intake_grpc
 from callcenter.platform.v1 import service_pb2 as operations_pb
 from callcenter.platform.v1 import service_pb2_grpc as operations_grpc
+from callcenter.routing.v1 import events_pb2 as routing_ev
+from callcenter.routing.v1 import service_pb2 as routing_pb
+from callcenter.routing.v1 import service_pb2_grpc as routing_grpc
 from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient
 from faults.facts import Check, compare, kpi_visit_rows, read_logs
 from faults.observe import Tail
 from faults.system import NAMES, System
@@ -40,7 +50,9 @@ from rich.table import Table
 from simulator.driver import Endpoints, Simulation
 from simulator.scenario import QueuePlan, Scenario
 
-from services.platform.settings import DEFAULT_DATA_DIR
+from services.platform import broker
+from services.platform.settings import DEFAULT_DATA_DIR, GrpcSettings
+from services.platform.topics import ensure_topics, load_topic_specs
 
 DAY = replace(
     Scenario(),
@@ -63,6 +75,8 @@ DAY = replace(
     ring_timeout_s=6.0,
 )
 RETRY_FOR_S = 120.0
+FAST_DAY_S = 30.0
+GRACE_S = GrpcSettings().grace_period_s  # what each service is given to stop on SIGTERM
 
 
 @dataclass
@@ -88,6 +102,8 @@ class Fault:
     at_s: float = 12.0
     duplicates: bool = False
     day: Scenario = DAY
+    # Played before the day begins, on an idle system (the day then shows that calls flow).
+    idle: bool = False
 
 
 @dataclass
@@ -122,7 +138,7 @@ def kill_at(service: str, points: tuple[str, ...]) -> Callable[[Run], None]:
 
     def inject(run: Run) -> None:
         for point in points:
-            run.system.restart(service, CC_FAILPOINT=f"{point}@3")
+            run.system.restart(service, held=True, CC_FAILPOINT=f"{point}@3")
             died = _wait_exit(run.system, service, timeout_s=60)
             if died is None:
                 run.say(f"{point}: never reached")
@@ -193,6 +209,232 @@ def poison(run: Run) -> None:
         run.say(f"{name} serving {serving - died:.1f} s after kill -9 with {listed} record(s) quarantined")
 
 
+def broker_kill_idle(run: Run) -> None:
+    """The broker dies while nothing happens; how long after it is back does a call get routed?"""
+    run.system.kill_broker()
+    time.sleep(2.0)
+    ready = run.system.start_broker()
+    run.say(f"calls flowing {_seconds(_first_routed_call(run.system, ready))} after the broker was back")
+
+
+def stop_while_broker_away(run: Run) -> None:
+    """SIGTERM while the broker is away: every service stops within its grace period."""
+    system = run.system
+    system.kill_broker()
+    time.sleep(3.0)
+    took = {}
+    for name in NAMES:
+        asked = time.monotonic()
+        system.stop_service(name)
+        took[name] = time.monotonic() - asked
+    system.start_broker()
+    for name in NAMES:
+        system.restart(name)
+    for name in NAMES:
+        system.wait_serving(name)
+    run.say("stopped on SIGTERM in " + ", ".join(f"{name} {seconds:.1f} s" for name, seconds in took.items()))
+    slow = {name: seconds for name, seconds in took.items() if seconds > GRACE_S}
+    if slow:
+        raise AssertionError(f"services outlived their grace period: {slow}")
+
+
+def _first_routed_call(system: System, since: float, within_s: float = 120.0) -> float | None:
+    """Seconds from ``since`` until a probe call is started and queued (retrying what is refused)."""
+    intake = intake_grpc.IntakeServiceStub(grpc.insecure_channel(system.address("intake")))
+    routing = routing_grpc.RoutingServiceStub(grpc.insecure_channel(system.address("routing")))
+    contact_id = f"probe-{time.monotonic_ns()}"
+    steps = [
+        lambda: intake.StartContact(
+            intake_pb.StartContactRequest(request_id=f"{contact_id}-start", contact_id=contact_id, channel=1),
+            timeout=2,
+        ),
+        lambda: intake.RequestRouting(
+            intake_pb.RequestRoutingRequest(
+                request_id=f"{contact_id}-route", contact_id=contact_id, queue_id="general"
+            ),
+            timeout=2,
+        ),
+    ]
+    deadline = since + within_s
+    for step in steps:
+        while True:
+            try:
+                step()
+                break
+            except grpc.RpcError:
+                if time.monotonic() > deadline:
+                    return None
+                time.sleep(0.05)
+    while time.monotonic() < deadline:
+        try:
+            position = routing.EstimateWait(
+                routing_pb.EstimateWaitRequest(queue_id="general", contact_id=contact_id), timeout=2
+            )
+        except grpc.RpcError as error:
+            if error.code() not in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.UNAVAILABLE):
+                raise
+            time.sleep(0.05)  # routing has not read the request yet
+            continue
+        if position.position:
+            intake.EndContact(
+                intake_pb.EndContactRequest(request_id=f"{contact_id}-end", contact_id=contact_id, reason=1),
+                timeout=5,
+            )
+            return time.monotonic() - since
+        time.sleep(0.05)
+    return None
+
+
+def bad_input(run: Run) -> None:
+    """A misbehaving client sends malformed and oversized requests to every service while the day goes
+    on: every one is refused for what it is, none with INTERNAL, and nothing of them is written."""
+    codes: Counter[str] = Counter()
+    huge = "x" * 1_100_000
+    channels = {name: grpc.insecure_channel(run.system.address(name)) for name in NAMES}
+    intake = intake_grpc.IntakeServiceStub(channels["intake"])
+    agents = agents_grpc.AgentsServiceStub(channels["agents"])
+    routing = routing_grpc.RoutingServiceStub(channels["routing"])
+    bad = [
+        lambda n: intake.StartContact(
+            intake_pb.StartContactRequest(request_id=f"bad-{n}", subject=huge, channel=1)
+        ),
+        lambda n: intake.StartContact(intake_pb.StartContactRequest(request_id=f"bad-{n}", channel=77)),
+        lambda n: intake.EndContact(intake_pb.EndContactRequest(request_id="", contact_id="c", reason=1)),
+        lambda n: agents.Login(agents_pb.LoginRequest(request_id=f"bad-{n}", agent_id=huge)),
+        lambda n: agents.SetNotReady(
+            agents_pb.SetNotReadyRequest(request_id=f"bad-{n}", agent_id="a", reason=99)
+        ),
+        lambda n: routing.UpsertQueue(
+            routing_pb.UpsertQueueRequest(
+                request_id=f"bad-{n}", config=routing_ev.QueueConfig(queue_id="bad queue!", priority=1000)
+            )
+        ),
+        lambda n: routing.UpsertQueue(
+            routing_pb.UpsertQueueRequest(
+                request_id=f"bad-{n}",
+                config=routing_ev.QueueConfig(
+                    queue_id=f"orphan-{n}",
+                    fallback=routing_ev.FallbackOutcome.FALLBACK_OUTCOME_OVERFLOW,
+                    fallback_queue_id="no-such-queue",
+                ),
+            )
+        ),
+    ]
+    until = time.monotonic() + 20.0
+    n = 0
+    while time.monotonic() < until:
+        n += 1
+        try:
+            bad[n % len(bad)](n)
+            codes["OK"] += 1
+        except grpc.RpcError as error:
+            codes[error.code().name] += 1
+        time.sleep(0.02)
+    for channel in channels.values():
+        channel.close()
+    run.say(", ".join(f"{count} {code}" for code, count in sorted(codes.items())))
+    if codes["INTERNAL"] or codes["UNKNOWN"] or codes["OK"]:
+        raise AssertionError(f"bad requests were not all refused for what they are: {dict(codes)}")
+
+
+def disk_full(for_s: float) -> Callable[[Run], None]:
+    def inject(run: Run) -> None:
+        system = run.system
+        if system.disk_mb is None:
+            run.say("skipped: the broker's data needs a size-limited folder (tmpfs, as root)")
+            return
+        ballast = system.fill_disk()
+        time.sleep(for_s)
+        ballast.unlink()
+        freed = time.monotonic()
+        died = not broker.is_running(system.broker)
+        if died:
+            system.start_broker()
+        flowing = _first_routed_call(system, freed)
+        state = "the broker stopped and was started again" if died else "the broker stayed up"
+        run.say(f"disk full {for_s:g} s, then freed: {state}; calls flowing {_seconds(flowing)} after")
+
+    return inject
+
+
+def clickhouse_down(for_s: float) -> Callable[[Run], None]:
+    def inject(run: Run) -> None:
+        run.system.stop_standin()
+        time.sleep(for_s)
+        back = time.monotonic()
+        run.system.start_standin()
+        written = run.tail.first_after("kpi", back)
+        run.say(f"ClickHouse away {for_s:g} s; KPIs written again {_seconds(written)} after it was back")
+
+    return inject
+
+
+def lost_insert_replies(run: Run) -> None:
+    run.system.standin_faults('{"lose_insert_replies": 3}')
+    run.say("the replies of 3 inserts lost on the way back (each insert done, its answer dropped)")
+
+
+KPI_TOPICS = ("kpi.contacts.v1", "kpi.agents.v1", "kpi.queues.v1")
+FACT_TABLES = ("contact_facts", "offer_facts", "agent_state_intervals")
+
+
+def rebuild(run: Run) -> None:
+    """Every projection rebuilt from the log: the KPI service stopped, its folds (changelog topics and
+    consumer-group offsets) and its facts dropped, then started again. The facts and the KPIs of every
+    run so far must come out as they were."""
+    system = run.system
+    before = _kpi_snapshot(system)
+    system.stop_service("kpi")
+    admin = AdminClient(system.kafka.client_config())
+    for future in admin.delete_consumer_groups(["kpi"], request_timeout=30).values():
+        future.result()
+    for future in admin.delete_topics(list(KPI_TOPICS), operation_timeout=30).values():
+        future.result()
+    _await_gone(admin, KPI_TOPICS)
+    ensure_topics(system.kafka.client_config(), load_topic_specs())
+    with system.clickhouse() as client:
+        client.command("DROP DATABASE IF EXISTS callcenter SYNC")
+    began = time.monotonic()
+    system.restart("kpi")
+    system.wait_serving("kpi")
+    after: dict[str, Any] = {}
+    while time.monotonic() - began < 180:
+        after = _kpi_snapshot(system)
+        if after == before:
+            break
+        time.sleep(2.0)
+    facts = sum(len(rows) for name, rows in before.items() if name in FACT_TABLES)
+    if after != before:
+        differ = [name for name in before if before[name] != after.get(name)]
+        raise AssertionError(f"the rebuilt KPIs differ in {differ}")
+    took, rows = time.monotonic() - began, len(before["kpi_contacts"])
+    run.say(f"{facts} facts and {rows} queue KPI rows rebuilt from the log in {took:.0f} s, equal to before")
+
+
+def _kpi_snapshot(system: System) -> dict[str, Any]:
+    """Every fact of the suite's runs, and the contact KPIs per queue over them, as comparable rows."""
+    snapshot: dict[str, Any] = {}
+    with system.clickhouse() as client:
+        for table in FACT_TABLES:
+            result = client.query(f"SELECT * FROM {table} FINAL")
+            snapshot[table] = sorted(map(repr, result.result_rows))
+        result = client.query(
+            "SELECT * FROM kpi_contacts(by='queue', grain_s=4294967295, "
+            "from=toDateTime64('2026-01-01 00:00:00', 3), to=now64(3) + INTERVAL 1 DAY)"
+        )
+        snapshot["kpi_contacts"] = sorted(map(repr, result.result_rows))
+    return snapshot
+
+
+def _await_gone(admin: AdminClient, topics: tuple[str, ...], within_s: float = 60.0) -> None:
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        if not set(topics) & set(admin.list_topics(timeout=10).topics):
+            return
+        time.sleep(0.2)
+    raise TimeoutError(f"topics {topics} were not deleted")
+
+
 def _quarantined(system: System, name: str) -> int:
     with grpc.insecure_channel(system.address(name)) as channel:
         stub = operations_grpc.OperationsServiceStub(channel)
@@ -215,9 +457,9 @@ FAULTS = (
     ),
     Fault("duplicate-requests", "every request twice, concurrently", nothing, fast=True, duplicates=True),
     Fault("kill-routing", "kill -9 routing mid-day, restart", kill_plain("routing"), fast=True),
-    Fault("kill-agents", "kill -9 agents mid-day, restart", kill_plain("agents"), fast=True),
-    Fault("kill-intake", "kill -9 intake mid-day, restart", kill_plain("intake"), fast=True),
-    Fault("kill-kpi", "kill -9 kpi mid-day, restart", kill_plain("kpi"), fast=True),
+    Fault("kill-agents", "kill -9 agents mid-day, restart", kill_plain("agents")),
+    Fault("kill-intake", "kill -9 intake mid-day, restart", kill_plain("intake")),
+    Fault("kill-kpi", "kill -9 kpi mid-day, restart", kill_plain("kpi")),
     *(
         Fault(
             f"crash-points-{service}",
@@ -233,6 +475,31 @@ FAULTS = (
         "routing stopped for a minute while agents and telephony go on",
         pause("routing", 60.0),
     ),
+    Fault(
+        "routing-lags-briefly",
+        "routing stopped for 15 s while agents and telephony go on",
+        pause("routing", 15.0),
+        fast=True,
+    ),
+    Fault("agents-lag", "agents stopped for 20 s while routing and telephony go on", pause("agents", 20.0)),
+    Fault(
+        "poison-own-topics",
+        "undecodable and unknown-version records in two services' own topics, then kill -9 both",
+        poison,
+        fast=True,
+    ),
+    Fault("bad-input-under-load", "malformed and oversized requests to every service", bad_input, fast=True),
+    Fault("broker-kill-idle", "kill -9 the idle broker for 2 s", broker_kill_idle, idle=True),
+    Fault(
+        "sigterm-while-broker-away",
+        "SIGTERM every service while the broker is down",
+        stop_while_broker_away,
+        idle=True,
+    ),
+    Fault("broker-disk-full", "the broker's disk full for 20 s", disk_full(20.0)),
+    Fault("clickhouse-down", "ClickHouse away for a minute", clickhouse_down(60.0)),
+    Fault("clickhouse-lost-replies", "inserts done but their replies lost", lost_insert_replies),
+    Fault("rebuild-projections", "KPI folds and facts dropped and rebuilt from the log", rebuild, idle=True),
 )
 
 
@@ -252,26 +519,35 @@ def play(system: System, fault: Fault, number: int, console: Console) -> Row:
         fault.day, endpoints, run_id=run_id, retry_for_s=RETRY_FOR_S, duplicate_requests=fault.duplicates
     )
     console.print(f"[bold]{fault.name}[/]: {fault.what} (run {run_id})")
+    exits_before = len(system.exits)
     with Tail(system.kafka) as tail:
         run = Run(system, sim, tail)
-        sim.setup()
         failure: list[str] = []
 
         def inject() -> None:
-            time.sleep(fault.at_s)
+            time.sleep(0 if fault.idle else fault.at_s)
             try:
                 fault.inject(run)
             except Exception as error:
                 failure.append(f"{type(error).__name__}: {error}")
                 traceback.print_exc()
 
+        if fault.idle:
+            inject()
+        sim.setup()
+
         injector = threading.Thread(target=inject, name=f"fault-{fault.name}", daemon=True)
-        injector.start()
+        if not fault.idle:
+            injector.start()
         sim.run(drain_s=90.0)
-        injector.join(600)
+        if not fault.idle:
+            injector.join(600)
         _all_serving(system)
         sim.teardown(timeout_s=60)
     checks = settle(system, sim, run_id)
+    exited = system.exits[exits_before:]
+    if exited:  # a service that stopped itself (fenced, or a bug) and was started again
+        run.say("exited by itself and started again: " + ", ".join(f"{n} ({code})" for n, code in exited))
     if fault.duplicates:
         run.say(f"the twins' errors: {_twins(sim)}")
     total = Row(fault, _total(checks), checks, run.recovery, "; ".join(failure)).total
@@ -305,10 +581,19 @@ def _total(checks: list[Check]) -> Check:
 
 
 def _all_serving(system: System) -> None:
+    """Every service serving before the next scenario: one that exited or does not serve within a
+    minute is started again (and the scenario that left it so has already failed)."""
     for name in NAMES:
         if system.exited(name) is not None:
             system.restart(name)
-        system.wait_serving(name)
+        try:
+            system.wait_serving(name, timeout_s=60)
+        except (TimeoutError, RuntimeError):
+            if system.exited(name) is None:
+                system.dump_stacks(name)  # what it waits for, into its log
+            system.kill(name)
+            system.restart(name)
+            system.wait_serving(name)
 
 
 def _wait_exit(system: System, name: str, timeout_s: float) -> float | None:
@@ -356,14 +641,20 @@ def main() -> int:
     parser.add_argument("--only", action="append", default=[], help="a scenario by name (repeatable)")
     parser.add_argument("--root", type=Path, default=DEFAULT_DATA_DIR / "chaos")
     parser.add_argument("--list", action="store_true")
+    parser.add_argument(
+        "--disk-mb", type=int, default=1024, help="the broker's tmpfs, for the disk-full fault"
+    )
     args = parser.parse_args()
     chosen = [f for f in FAULTS if (not args.only or f.name in args.only) and (f.fast or not args.fast)]
+    if args.fast:  # CI's budget: shorter days, the faults as they are
+        chosen = [replace(f, day=replace(f.day, duration_s=FAST_DAY_S)) for f in chosen]
     console = Console(width=160)
     if args.list or not chosen:
         for fault in FAULTS:
             console.print(f"{fault.name}{' (fast)' if fault.fast else ''}: {fault.what}")
         return 0 if args.list else 2
-    system = System(args.root)
+    needs_disk = any(fault.name == "broker-disk-full" for fault in chosen)
+    system = System(args.root, disk_mb=args.disk_mb if needs_disk else None)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     rows: list[Row] = []
     try:

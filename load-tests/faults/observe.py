@@ -28,9 +28,10 @@ DECISIONS = {
 
 @dataclass(frozen=True)
 class Seen:
-    at: float
+    at: float  # when the tail received it (time.monotonic)
     topic: str
     event_type: str
+    made: float  # when its producer made it (the record's create time, seconds since the epoch)
 
 
 class Tail:
@@ -69,18 +70,24 @@ class Tail:
                         continue
                     headers = dict(message.headers() or ())
                     kind = headers.get("event_type", b"").decode() or "record"
+                    made = message.timestamp()[1] / 1000
                     with self._lock:
-                        self._seen.append(Seen(time.monotonic(), message.topic(), kind))
+                        self._seen.append(Seen(time.monotonic(), message.topic(), kind, made))
         finally:
             consumer.close()
 
     def first_after(self, service: str, since: float, timeout_s: float = 120.0) -> float | None:
-        """Seconds from ``since`` to the first decision of ``service`` seen after it (None: none came)."""
+        """Seconds from ``since`` (time.monotonic) to the first decision of ``service`` made after it
+        and seen (None: none came). Made after: a record committed by a killed instance just before it
+        died may still arrive; its create time says it is not the successor's."""
         topic = DECISIONS[service]
+        made_after = time.time() - (time.monotonic() - since)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             with self._lock:
-                found = [s.at for s in self._seen if s.topic == topic and s.at >= since]
+                found = [
+                    s.at for s in self._seen if s.topic == topic and s.at >= since and s.made >= made_after
+                ]
             if found:
                 return min(found) - since
             time.sleep(0.05)

@@ -12,8 +12,10 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -33,19 +35,55 @@ SERVING = health_pb2.HealthCheckResponse.SERVING
 NAMES = ("intake", "routing", "agents", "kpi")
 
 
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _free_offset(first: int = 300) -> int:
+    """A shift of the launcher's ports (services.launcher) at which every one of them is free."""
+    for offset in range(first, first + 5000, 100):
+        ports = [s.grpc_port for s in launcher.services(offset)] + [
+            s.http_port for s in launcher.services(offset) if s.http_port
+        ]
+        if all(_port_free(port) for port in ports):
+            return offset
+    raise RuntimeError("no free set of service ports found")
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
 @dataclass
 class System:
     root: Path
-    broker_port: int = 29192
-    standin_port: int = 28123
-    port_offset: int = 300
+    broker_port: int = field(default_factory=_free_port)
+    controller_port: int = field(default_factory=_free_port)
+    standin_port: int = field(default_factory=_free_port)
+    port_offset: int = field(default_factory=_free_offset)
     running: dict[str, launcher.Running] = field(default_factory=dict)
+    # With a size, the broker's data lives in a tmpfs of that many MiB (root only): the disk-full fault.
+    disk_mb: int | None = None
     _standin: subprocess.Popen[bytes] | None = None
+    _mounted: bool = False
+    # Like any supervisor (make run's launcher, Kubernetes), the system starts again a service that
+    # exits by itself; one a fault killed or stopped is left to the fault. What exited, with its code:
+    exits: list[tuple[str, int]] = field(default_factory=list)
+    _held: set[str] = field(default_factory=set)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _supervising: threading.Event = field(default_factory=threading.Event)
 
     @property
     def broker(self) -> BrokerSettings:
         return BrokerSettings(
-            port=self.broker_port, controller_port=self.broker_port + 1, data_dir=self.root / "kafka"
+            port=self.broker_port, controller_port=self.controller_port, data_dir=self.root / "kafka"
         )
 
     @property
@@ -62,7 +100,7 @@ class System:
     def environment(self, **extra: str) -> dict[str, str]:
         return {
             "CC_BROKER__PORT": str(self.broker_port),
-            "CC_BROKER__CONTROLLER_PORT": str(self.broker_port + 1),
+            "CC_BROKER__CONTROLLER_PORT": str(self.controller_port),
             "CC_CLICKHOUSE__URL": self.clickhouse_url,
             "CC_RUN_DIR": str(self.root / "run"),
             "CC_STORE__FORGET_CLOSED_AFTER": "PT600S",
@@ -73,19 +111,66 @@ class System:
 
     def start(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
+        self._mount_disk()
         self.start_broker()
         ensure_topics(self.kafka.client_config(), load_topic_specs())
         self.start_standin()
         for item in launcher.start_all(self.environment(), self.root / "logs", self.port_offset):
             self.running[item.service.name] = item
         launcher.wait_healthy(list(self.running.values()), timeout_s=120)
+        self._supervising.set()
+        threading.Thread(target=self._supervise, name="system-supervisor", daemon=True).start()
+
+    def _supervise(self) -> None:
+        while self._supervising.is_set():
+            with self._lock:
+                for name, item in self.running.items():
+                    code = item.process.poll()
+                    if code is not None and name not in self._held:
+                        self.exits.append((name, code))
+                        item.restart()
+            time.sleep(0.5)
 
     def stop(self) -> None:
+        self._supervising.clear()
+        with self._lock:
+            self._held.update(self.running)
         launcher.stop_all(list(self.running.values()))
         self.running.clear()
         self.stop_standin()
         if broker.broker_pid(self.broker) is not None:
             broker.stop(self.broker)
+        if self._mounted:
+            subprocess.run(["umount", str(self.broker.data_dir)], check=False)
+            self._mounted = False
+
+    # The broker's disk -----------------------------------------------------------------------------
+
+    def _mount_disk(self) -> None:
+        if self.disk_mb is None:
+            return
+        folder = self.broker.data_dir
+        folder.mkdir(parents=True, exist_ok=True)
+        mounted = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={self.disk_mb}m", "tmpfs", str(folder)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        self._mounted = mounted.returncode == 0
+        if not self._mounted:
+            self.disk_mb = None  # the disk-full fault says it cannot run
+
+    def fill_disk(self) -> Path:
+        """Fill the broker's disk to the last byte; returns the ballast file, whose removal frees it."""
+        ballast = self.broker.data_dir / "ballast"
+        with ballast.open("wb") as out:
+            chunk = b"\0" * (1 << 20)
+            with contextlib.suppress(OSError):
+                while True:
+                    out.write(chunk)
+                    out.flush()
+        return ballast
 
     # The broker ---------------------------------------------------------------------------------
 
@@ -173,9 +258,16 @@ class System:
         return self.running[name].process.pid
 
     def kill(self, name: str) -> None:
-        item = self.running[name]
-        item.process.kill()
-        item.process.wait()
+        with self._lock:
+            self._held.add(name)
+            item = self.running[name]
+            item.process.kill()
+            item.process.wait()
+
+    def dump_stacks(self, name: str) -> None:
+        """Every thread's stack into the service's log (its SIGUSR1 handler: services.platform.process)."""
+        os.kill(self.pid(name), signal.SIGUSR1)
+        time.sleep(1.0)
 
     def pause(self, name: str) -> None:
         os.kill(self.pid(name), signal.SIGSTOP)
@@ -183,14 +275,25 @@ class System:
     def resume(self, name: str) -> None:
         os.kill(self.pid(name), signal.SIGCONT)
 
-    def restart(self, name: str, **extra_env: str) -> None:
-        """Start a service again (after it was killed or stopped), with some settings of its own."""
+    def stop_service(self, name: str, wait_s: float = 60.0) -> None:
+        """SIGTERM, and wait until it ended; left stopped (the supervisor holds off) until restarted."""
+        with self._lock:
+            self._held.add(name)
         item = self.running[name]
         if item.process.poll() is None:
             item.process.send_signal(signal.SIGTERM)
-            item.process.wait(30)
+            item.process.wait(wait_s)
+
+    def restart(self, name: str, held: bool = False, **extra_env: str) -> None:
+        """Start a service again (after it was killed or stopped), with some settings of its own;
+        ``held``: its next exit is the caller's (a failpoint), not restarted by the supervisor."""
+        self.stop_service(name, wait_s=30.0)
+        item = self.running[name]
         item.env = {**self.environment(**extra_env), **item.service.environment()}
         item.restart()
+        if not held:
+            with self._lock:
+                self._held.discard(name)
 
     def exited(self, name: str) -> int | None:
         return self.running[name].process.poll()

@@ -248,7 +248,7 @@ class Simulation:
         method: Callable[..., Any],
         request: Any,
         then: Callable[[Any], None] | None = None,
-        failed: Callable[[grpc.RpcError], None] | None = None,
+        failed: Callable[[grpc.RpcError], bool | None] | None = None,
     ) -> None:
         """Call gRPC on the pool; ``then`` or ``failed`` runs on the loop afterwards."""
 
@@ -298,13 +298,15 @@ class Simulation:
                 pause = min(pause * 2, 2.0)
 
     def _failed(
-        self, error: grpc.RpcError, handler: Callable[[grpc.RpcError], None] | None, what: str = ""
+        self, error: grpc.RpcError, handler: Callable[[grpc.RpcError], bool | None] | None, what: str = ""
     ) -> None:
+        # A handler that answers True expected the refusal (a desk trying again): not an error.
+        if handler is not None and handler(error):
+            self.tally.retries[error.code().name] += 1
+            return
         self.tally.errors[error.code().name] += 1
         if len(self.tally.error_details) < 20:
             self.tally.error_details.append(f"{what}: {error.code().name}: {error.details()}")
-        if handler is not None:
-            handler(error)
 
     def request_id(self, what: str) -> str:
         return f"{self.run_id}/{what}/{next(self._requests)}"
@@ -721,15 +723,16 @@ class Simulation:
     def _wrap_up(self, agent: Agent, contact: Contact, visit: Visit) -> None:
         agent.phase, agent.wrapping = "wrap_up", visit
         agent.becomes("wrap_up")
-        if agent.habits.lets_wrap_up_time_out():
-            self.later(self.scenario.wrap_up_time_s, lambda: self._wrap_up_times_out(agent, visit))
-        else:
+        # An agent who lets the wrap-up run out waits for the service's own timeout, which the
+        # desk learns from the pushed state (the service's clock starts when it learns of the end).
+        if not agent.habits.lets_wrap_up_time_out():
             self.later(
                 contact.caller.wrap_up_s,
                 lambda: self._complete_wrap_up(agent, contact.contact_id, visit, attempts=5),
             )
 
-    def _wrap_up_times_out(self, agent: Agent, visit: Visit) -> None:
+    def _wrap_up_ended(self, agent: Agent, visit: Visit) -> None:
+        """The service ended the visit's wrap-up (completed or timed out): the desk is ready."""
         if agent.wrapping is visit:
             visit.wrapped_at = _now()
             self._ready(agent)
@@ -745,16 +748,16 @@ class Simulation:
             disposition_code="resolved",
         )
 
-        def retry(error: grpc.RpcError) -> None:
-            # The end of the contact may not have reached the agents service yet.
+        def retry(error: grpc.RpcError) -> bool:
+            # The end of the contact may not have reached the agents service yet; past the last
+            # attempt the desk stays in wrap-up until the service's timeout ends it.
             if attempts > 1 and error.code() == grpc.StatusCode.FAILED_PRECONDITION:
                 self.later(0.3, lambda: self._complete_wrap_up(agent, contact_id, visit, attempts - 1))
-            else:
-                self._ready(agent)
+                return True
+            return False
 
         def wrapped(_: object) -> None:
-            visit.wrapped_at = _now()
-            self._ready(agent)
+            self._wrap_up_ended(agent, visit)
 
         self.call(self.desktops.CompleteWrapUp, request, then=wrapped, failed=retry)
 
@@ -842,6 +845,10 @@ class Simulation:
         match envelope.event_type:
             case "AgentStateChanged" if event.new_state == agent_ev.AgentState.AGENT_STATE_RESERVED:
                 self._offered(event.agent_id, event.offer_id, event.contact_id)
+            case "AgentStateChanged" if event.new_state == agent_ev.AgentState.AGENT_STATE_READY:
+                agent = self.agents.get(event.agent_id)
+                if agent is not None and agent.phase == "wrap_up" and agent.wrapping is not None:
+                    self._wrap_up_ended(agent, agent.wrapping)
             case "ContactOverflowed":
                 contact = self.contacts.get(event.contact_id)
                 if contact is not None and contact.visit is not None:

@@ -407,6 +407,7 @@ class EventStore:
         self._closed: OrderedDict[_Key, datetime] = OrderedDict()
         self._fenced: WriterFenced | None = None
         self._fenced_listeners: list[Callable[[WriterFenced], None]] = []
+        self._stopped_listeners: list[Callable[[Exception], None]] = []
         self._writer: threading.Thread | None = None
         self._closing = False
         self._close_by = 0.0
@@ -450,7 +451,7 @@ class EventStore:
             # Replay meets the partitions one after another; forgetting goes oldest first.
             self._closed = OrderedDict(sorted(self._closed.items(), key=lambda item: item[1]))
             self._forget_closed()
-        self._writer = threading.Thread(target=self._write_loop, name=f"{self.topic}-writer", daemon=True)
+        self._writer = threading.Thread(target=self._run_writer, name=f"{self.topic}-writer", daemon=True)
         self._writer.start()
         self._record_quarantine()
         self.health.clear("store")
@@ -545,8 +546,8 @@ class EventStore:
             self._wake.notify_all()
         writer = self._writer
         if writer is not None and writer is not threading.current_thread():
-            # A call to the log under way ends within the log's own timeout; past that, leave it.
-            writer.join(grace_s + 1.0)
+            # A call to the log under way ends within the log's own timeout; past the grace, leave it.
+            writer.join(grace_s)
             if writer.is_alive():
                 log.warning("%s: the writer is still in a call to the log; leaving it", self.topic)
                 return
@@ -555,6 +556,10 @@ class EventStore:
     def on_fenced(self, listener: Callable[[WriterFenced], None]) -> None:
         """Called once when another instance takes over this store's writer id."""
         self._fenced_listeners.append(listener)
+
+    def on_writer_stopped(self, listener: Callable[[Exception], None]) -> None:
+        """Called once if the writer stops by an unexpected error (a bug): nothing more is written."""
+        self._stopped_listeners.append(listener)
 
     def add_listener(self, listener: StateListener, *, newest: bool = False) -> None:
         """Called with (kind, aggregate id, new state) after every committed or replayed change.
@@ -772,6 +777,23 @@ class EventStore:
         return unit
 
     # The writer ---------------------------------------------------------------------------------
+
+    def _run_writer(self) -> None:
+        """The writer thread: a bug in it stops this store (and, through its listeners, the process,
+        so that its supervisor starts it again) instead of leaving callers waiting for their deadline."""
+        try:
+            self._write_loop()
+        except Exception as error:
+            log.exception("%s: the writer stopped by an error", self.topic)
+            self.health.trouble("writer", f"stopped by an error: {type(error).__name__}")
+            self._fail_all(
+                Unavailable(
+                    f"{self.topic}: the writer stopped by an error and the service restarts; "
+                    "retry with the same request_id to learn the outcome"
+                )
+            )
+            for listener in self._stopped_listeners:
+                listener(error)
 
     def _write_loop(self) -> None:
         checking = self._log.checks_reachability
@@ -1138,16 +1160,17 @@ class EventStore:
     def _notify(
         self, kind: AggregateKind[Any], aggregate_id: str, *, newest_too: bool = False, state: Any = None
     ) -> None:
+        if kind.name == QUARANTINE:
+            return  # the kernel's own bookkeeping: listeners follow the context's kinds only
         if state is None:
             state = self._cache[(kind.name, aggregate_id)].state
-        for listener in self._listeners:
-            listener(kind, aggregate_id, state)
+        _call_each(self._listeners, kind, aggregate_id, state)
         if newest_too:
             self._notify_newest(kind, aggregate_id, state)
 
     def _notify_newest(self, kind: AggregateKind[Any], aggregate_id: str, state: Any) -> None:
-        for listener in self._newest_listeners:
-            listener(kind, aggregate_id, state)
+        if kind.name != QUARANTINE:
+            _call_each(self._newest_listeners, kind, aggregate_id, state)
 
     def _revert_newest(self, keys: Iterable[_Key]) -> None:
         """Tell newest-listeners the newest state again, after the units that changed it failed."""
@@ -1180,6 +1203,18 @@ class EventStore:
 
 
 _ANSWERED = object()
+
+
+def _call_each(
+    listeners: list[StateListener], kind: AggregateKind[Any], aggregate_id: str, state: Any
+) -> None:
+    """A listener keeps an index beside the log: one that fails is a bug to see in the log, not a
+    reason to stop writing facts (each listener is called again with the aggregate's next change)."""
+    for listener in listeners:
+        try:
+            listener(kind, aggregate_id, state)
+        except Exception:
+            log.exception("a listener (%r) failed on %s %s", listener, kind.name, aggregate_id)
 
 
 def _reactions_again(reason: str) -> Callable[[int, _Unit], str | None]:

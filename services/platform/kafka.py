@@ -16,7 +16,9 @@ makes a call fail rather than hang. What a failure means follows librdkafka's er
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -375,10 +377,11 @@ class KafkaEventLog(EventLog):
         raise LogWriteFailed(f"transaction on {self.topic} aborted: {reason}")
 
     def _fenced(self, error: KafkaError) -> None:
+        # Another instance took over the transactional id, or the broker moved the producer's epoch
+        # on (it may, after a restart). Either way what others wrote since is not in this process's
+        # state: it stops, and a fresh start replays it. A new producer here could write on a stale state.
         self._producer = None
-        raise WriterFenced(
-            f"writer {self._writer_id!r} of {self.topic} was fenced by a newer instance: {error.str()}"
-        )
+        raise WriterFenced(f"writer {self._writer_id!r} of {self.topic} was fenced: {error.str()}")
 
     def resolve(self, doubt: CommitInDoubt) -> list[Position | None]:
         token: _Doubt = doubt.token
@@ -479,38 +482,75 @@ class KafkaEventLog(EventLog):
             consumer.close()
 
 
+def _member_lost(error: KafkaError) -> bool:
+    """The consumer is of no more use: fenced, or failed fatally (librdkafka's _FATAL)."""
+    return error.code() in _FENCED or error.code() == KafkaError._FATAL or error.fatal()
+
+
 class KafkaSource(Source):
     """A consumer-group member reading committed records; offsets commit in the writer's transaction.
 
     ``instance_id`` makes it a static member: restarted with the same id, it takes its partitions
-    back at once instead of waiting for the old session to expire; a second process with the same id
-    fences the first (``WriterFenced`` here).
+    back at once instead of waiting for the old session to expire.
+
+    A member the broker fences, or whose consumer fails fatally, is replaced by a new one that joins
+    at the committed offsets: after a broker restart the broker may fence a static member whose
+    session it expired meanwhile, though no other process uses its id. Fenced again and again
+    (``REJOINS`` times within ``REJOIN_WINDOW_S``), another process does use it: ``WriterFenced``.
     """
+
+    REJOINS = 3
+    REJOIN_WINDOW_S = 60.0
 
     def __init__(
         self, kafka: KafkaSettings, group_id: str, topics: Sequence[str], instance_id: str | None = None
     ) -> None:
         extra = {"group.instance.id": instance_id} if instance_id else {}
-        self._consumer = Consumer(consumer_config(kafka, group_id, **extra))
-        self._consumer.subscribe(list(topics))
+        self._config = consumer_config(kafka, group_id, **extra)
+        self._topics = list(topics)
+        self._consumer = self._join()
         self._name = group_id
+        self._rejoined: deque[float] = deque(maxlen=self.REJOINS)
+
+    def _join(self) -> Consumer:
+        consumer = Consumer(self._config)
+        consumer.subscribe(self._topics)
+        return consumer
+
+    def _rejoin(self, error: KafkaError) -> None:
+        now = time.monotonic()
+        if len(self._rejoined) == self.REJOINS and now - self._rejoined[0] < self.REJOIN_WINDOW_S:
+            raise WriterFenced(f"consumer {self._name} is fenced again and again: {error.str()}")
+        self._rejoined.append(now)
+        log.warning("consumer %s: %s; a new member joins at the committed offsets", self._name, error.str())
+        old, self._consumer = self._consumer, self._join()
+        # A failed consumer's close has nothing to commit; off this thread, it cannot hold it up.
+        threading.Thread(target=old.close, name=f"{self._name}-close", daemon=True).start()
 
     def poll(self, max_records: int, timeout_s: float) -> list[LogRecord]:
         # Wait for the first record only, then take what is already fetched without waiting: a batch
         # consume() can block its whole timeout for want of a full batch, a delay on every hop.
-        first = self._consumer.poll(timeout_s)
-        if first is None:
+        try:
+            first = self._consumer.poll(timeout_s)
+            if first is None:
+                return []
+            buffered = self._consumer.consume(max_records - 1, timeout=0) if max_records > 1 else []
+        except KafkaException as exception:
+            error = exception.args[0]
+            if not _member_lost(error):
+                raise
+            self._rejoin(error)
             return []
-        buffered = self._consumer.consume(max_records - 1, timeout=0) if max_records > 1 else []
         records = []
         for message in [first, *buffered]:
             error = message.error()
             if error is not None:
                 if error.code() == KafkaError._PARTITION_EOF:
                     continue
-                if error.code() in _FENCED:
-                    raise WriterFenced(f"consumer {self._name} was fenced by a newer instance: {error.str()}")
-                if error.fatal() or not error.retriable():
+                if _member_lost(error):
+                    self._rejoin(error)
+                    return []  # nothing of this batch was handled: the new member reads it again
+                if not error.retriable():
                     raise KafkaException(error)
                 log.warning("consumer %s: %s (retrying)", self._name, error.str())
                 continue

@@ -12,10 +12,12 @@ start it again; ``run_main`` turns that into exit code 75.
 from __future__ import annotations
 
 import contextlib
+import faulthandler
 import fcntl
 import json
 import logging
 import os
+import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -52,6 +54,7 @@ from services.platform.timers import DeadlineScheduler
 T = TypeVar("T")
 
 EXIT_FENCED = 75  # EX_TEMPFAIL: another instance took over; a supervisor may start this one again
+EXIT_BROKEN = 70  # EX_SOFTWARE: the writer stopped by a bug; a supervisor starts the service again
 EXIT_REFUSED = 1
 
 log = logging.getLogger(__name__)
@@ -180,6 +183,7 @@ class ServiceProcess(Generic[T]):
     closers: list[Callable[[], None]] = field(default_factory=list)
     http_port: int | None = None
     fenced: WriterFenced | None = None
+    broken: Exception | None = None
 
     @property
     def name(self) -> str:
@@ -199,8 +203,9 @@ class ServiceProcess(Generic[T]):
                 target(self.stop)
             except WriterFenced as fenced:
                 self._fenced(fenced)
-            except Exception:
+            except Exception as error:
                 log.exception("%s: %s stopped by an error; stopping the service", self.name, name)
+                self.broken = error
                 self.stop.set()
 
         thread = threading.Thread(target=run, name=f"{self.name}-{name}", daemon=True)
@@ -213,19 +218,25 @@ class ServiceProcess(Generic[T]):
             log.error("%s stops: %s", self.name, fenced)
         self.stop.set()
 
+    def _writer_stopped(self, error: Exception) -> None:
+        self.broken = error
+        log.error("%s stops: its writer stopped by an error (%s)", self.name, type(error).__name__)
+        self.stop.set()
+
     def close(self, grace_s: float) -> None:
         """Stop taking requests, let in-flight ones finish, stop the threads, then the store's writer.
 
-        Bounded: each step gets what is left of ``grace_s``, so a stop never outlasts its grace.
+        Bounded: each step gets what is left of ``grace_s`` (less a second for the process to end),
+        so a stop never outlasts its grace.
         """
-        deadline = time.monotonic() + grace_s
+        deadline = time.monotonic() + max(0.5, grace_s - 1.0)
         self.stop.set()
         self.server.stop(grace_s / 2)
         for closer in self.closers:
             closer()
         for thread in self.threads:
             thread.join(max(0.0, deadline - time.monotonic()))
-        self.store.close(max(0.5, deadline - time.monotonic()))
+        self.store.close(max(0.1, deadline - time.monotonic()))
         for closer in self.context.closers:
             closer()
         if self.claim is not None:
@@ -256,6 +267,7 @@ def serve_context(
     claim.record(grpc=f"127.0.0.1:{server.port}" if settings.grpc.address.startswith("127.") else "")
     process = ServiceProcess(context, server, stop, claim)
     context.store.on_fenced(process._fenced)
+    context.store.on_writer_stopped(process._writer_stopped)
     try:
         context.store.start()
     except BaseException:
@@ -279,9 +291,11 @@ def run_main(name: str, start: Start) -> int:
     """A service's ``main``: check the addresses and the broker, start, serve until told to stop.
 
     Returns the process exit code: 1 when it cannot start, naming why; 75 when another instance
-    fenced it; 0 after a clean stop.
+    fenced it; 70 when its writer or a background thread stopped by an error; 0 after a clean stop.
     """
     stop = stop_on_signals()
+    # `kill -USR1 <pid>` writes every thread's stack to the log: what a stuck service is waiting for.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     settings = Settings()
     setup_logging(name, as_json=settings.environment == "cluster")
     service_log = logging.getLogger(f"services.{name}")
@@ -306,8 +320,11 @@ def run_main(name: str, start: Start) -> int:
         process.close(settings.grpc.grace_period_s)
         telemetry.shutdown()
     if process.fenced is not None:
-        service_log.error("%s stopped: fenced by another instance", name)
+        service_log.error("%s stopped: its writer was fenced; a fresh start replays what others wrote", name)
         return EXIT_FENCED
+    if process.broken is not None:
+        service_log.error("%s stopped by an error: %s", name, process.broken)
+        return EXIT_BROKEN
     service_log.info("%s stopped", name)
     return 0
 

@@ -20,7 +20,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from services.kpi.store import KpiStore, open_kpi_store
 from services.platform.envelope import EventRegistry
-from services.platform.eventstore import EventLog, EventStore
+from services.platform.eventstore import EventLog, EventStore, StateListener
 from services.platform.kafka import KafkaEventLog
 from services.platform.settings import ClickHouseSettings, KafkaSettings
 from tests.support import tally
@@ -88,6 +88,7 @@ class LogFactory:
         forget_closed_after: timedelta | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         registry: EventRegistry | None = None,
+        listeners: tuple[StateListener, ...] = (),
     ) -> EventStore:
         store = EventStore(
             self.make(writer_id),
@@ -97,6 +98,8 @@ class LogFactory:
             forget_closed_after=forget_closed_after,
             clock=clock,
         )
+        for listener in listeners:
+            store.add_listener(listener)
         store.start()
         self.opened.append(store)
         return store

@@ -87,6 +87,29 @@ def test_an_unreadable_record_quarantines_its_aggregate_and_the_store_serves_the
     assert dict(mine[0].headers)[REASON_HEADER].startswith(b"UndecodableEvent")
 
 
+def test_listeners_follow_the_contexts_kinds_and_one_that_fails_stops_no_write(logs: LogFactory) -> None:
+    """The quarantine's audit events are the kernel's: a listener (an index of the context's own
+    aggregates) never sees them, and a listener's bug is logged while the facts go on being written."""
+    _poisoned(logs)
+    seen: list[tuple[str, str]] = []
+
+    def index(kind, aggregate_id, state) -> None:
+        seen.append((kind.name, aggregate_id))
+        if aggregate_id == "t-3":
+            raise AttributeError("an index's bug")
+
+    store = logs.store(listeners=(index,))
+    _add(store, "t-3", 1, "fails-its-listener")
+    _add(store, "t-2", 1, "after-it")
+    [found] = store.quarantined()
+    store.skip_quarantined(request("skip-1", "Skip"), (found.topic, found.partition, found.offset), "ana")
+
+    assert {kind for kind, _ in seen} == {"Tally"}
+    assert seen[-2:] == [("Tally", "t-2"), ("Tally", "t-1")]
+    assert store.load("Tally", "t-3").state.items == {"x": 1}
+    assert store.load("Tally", "t-2").state.items == {"x": 31}
+
+
 def test_a_skip_brings_the_aggregate_back_with_its_held_events_and_holds_after_a_restart(
     logs: LogFactory,
 ) -> None:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -13,6 +14,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from services.platform.consumer import ConsumerRunner
 from services.platform.envelope import REASON_HEADER, Cause, Envelope, encode, make_envelope
+from services.platform.errors import WriterFenced
 from services.platform.eventstore import EventStore, Transaction
 from services.platform.kafka import KafkaEventLog, KafkaSource, producer_config
 from services.platform.settings import KafkaSettings
@@ -30,13 +32,18 @@ class Topics:
     snapshots: str
     deadletter: str
     suffix: str
+    # What a test opened, closed after it (a closed one is closed again harmlessly).
+    opened: list = field(default_factory=list)
 
     def store(self, clock=lambda: datetime.now(UTC)) -> EventStore:
         log = KafkaEventLog(self.kafka, self.events, self.snapshots, f"tally-writer.{self.suffix}")
-        return EventStore(log, tally.registry(), [tally.kind()], clock=clock)
+        store = EventStore(log, tally.registry(), [tally.kind()], clock=clock)
+        self.opened.append(store)
+        return store
 
     def runner(self, store: EventStore, handler, **options) -> ConsumerRunner:
         source = KafkaSource(self.kafka, f"tally-reactor.{self.suffix}", [self.upstream])
+        self.opened.append(source)
         return ConsumerRunner(
             "tally-reactor",
             source,
@@ -64,7 +71,11 @@ def topics(kafka_broker) -> Iterator[Topics]:
     admin = AdminClient({"bootstrap.servers": kafka_broker.bootstrap_servers})
     for future in admin.create_topics([NewTopic(name, 3, 1) for name in names.values()]).values():
         future.result(30)
-    yield Topics(KafkaSettings(bootstrap_servers=kafka_broker.bootstrap_servers), suffix=suffix, **names)
+    opened = Topics(KafkaSettings(bootstrap_servers=kafka_broker.bootstrap_servers), suffix=suffix, **names)
+    yield opened
+    for thing in reversed(opened.opened):
+        with contextlib.suppress(Exception):
+            thing.close()
     for future in admin.delete_topics(list(names.values())).values():
         future.result(30)
 
@@ -212,3 +223,38 @@ def test_a_writer_that_died_inside_a_transaction_leaves_nothing_visible(topics: 
     restarted.append("Tally", "t-1", 1, [tally.ItemAdded(item="x", quantity=2)], Cause.request("after"))
     assert [r.value for r in topics.read(topics.events)].count(value) == 0
     assert len(topics.read(topics.events)) == 2
+
+
+def _poll_until(source: KafkaSource, want: int, polls: int = 300) -> list:
+    seen: list = []
+    for _ in range(polls):
+        seen += source.poll(10, 0.2)
+        if len(seen) >= want:
+            return seen
+    raise AssertionError(f"{len(seen)} of {want} records read")
+
+
+def test_a_fenced_static_member_rejoins_and_reads_again_from_the_committed_offsets(topics: Topics) -> None:
+    """The broker may fence a static member after a restart though no other process uses its id;
+    the member is replaced and reads on. A second process that does use the id keeps fencing it:
+    after a few rejoins in a short time, that is WriterFenced, which stops the service."""
+
+    class Strict(KafkaSource):
+        REJOINS = 1
+
+    topics.publish(*[_order_event(f"s{n}", n) for n in range(3)])
+    group = f"static.{topics.suffix}"
+    first = Strict(topics.kafka, group, [topics.upstream], instance_id="member-1")
+    topics.opened.append(first)
+    assert len(_poll_until(first, 3)) == 3
+
+    second = KafkaSource(topics.kafka, group, [topics.upstream], instance_id="member-1")
+    topics.opened.append(second)
+    assert len(_poll_until(second, 3)) == 3, "the same instance id joins: the first member is fenced"
+    again = _poll_until(first, 3)
+    assert sorted(r.key for r in again) == [b"s0", b"s1", b"s2"], "replaced, it reads on from the start"
+
+    with pytest.raises(WriterFenced, match="fenced again and again"):
+        for _ in range(300):  # the second rejoins too, fencing the first a second time
+            second.poll(10, 0.1)
+            first.poll(10, 0.1)

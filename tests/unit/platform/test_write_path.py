@@ -205,3 +205,33 @@ def _wait_until(condition) -> None:
     while not condition():
         assert time.monotonic() < deadline, "condition not reached"
         time.sleep(0.01)
+
+
+class BuggyLog(HeldLog):
+    """A commit that breaks the log's contract once ``broken`` (a bug in the kernel or a library):
+    the records are written, the positions it answers are not a list."""
+
+    broken = False
+
+    def commit(
+        self, records: Sequence[OutgoingRecord], consumed: Sequence[ConsumedOffsets]
+    ) -> list[Position | None]:
+        positions = super().commit(records, consumed)
+        return None if self.broken else positions  # type: ignore[return-value]
+
+
+def test_a_writer_stopped_by_a_bug_refuses_what_waits_and_tells_its_process() -> None:
+    log = BuggyLog(InMemoryBroker())
+    store = _store(InMemoryBroker(), log)
+    stopped: list[Exception] = []
+    store.on_writer_stopped(stopped.append)
+    _adds(store, request("r-1", "Add"))
+    log.broken = True
+
+    with pytest.raises(Unavailable, match=r"the writer stopped by an error.*same request_id"):
+        _adds(store, request("r-2", "Add"))
+
+    assert [type(error) for error in stopped] == [TypeError]
+    assert not store.health.serving
+    with pytest.raises(Unavailable, match="cannot write now: stopped by an error"):
+        _adds(store, request("r-3", "Add"))
