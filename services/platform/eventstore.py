@@ -19,8 +19,10 @@ believes it is the writer (``WriterFenced``).
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
+import traceback
 from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -74,6 +76,7 @@ _group_size = _meter.create_histogram(
 _retries = _meter.create_counter("eventstore.commit.retries", description="log transactions tried again")
 
 S = TypeVar("S")
+R = TypeVar("R")
 
 # Kafka's default largest record (topic max.message.bytes, 1 MiB) less room for the batch's framing.
 DEFAULT_MAX_RECORD_BYTES = 1_000_000
@@ -372,6 +375,7 @@ class EventStore:
         max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
         retry_backoff_s: tuple[float, float] = (0.05, 2.0),
         check_every_s: float = 1.0,
+        stalled_after_s: float = 30.0,
     ) -> None:
         self._log = log
         self._registry = registry
@@ -387,6 +391,8 @@ class EventStore:
         self._max_record_bytes = max_record_bytes
         self._retry_backoff_s = retry_backoff_s
         self._check_every_s = check_every_s
+        self._stalled_after_s = stalled_after_s
+        self._in_call_since: float | None = None  # when the writer's current call to the log began
         self._lock = threading.RLock()
         self._wake = threading.Condition(self._lock)
         self._in_unit = threading.local()
@@ -453,6 +459,7 @@ class EventStore:
             self._forget_closed()
         self._writer = threading.Thread(target=self._run_writer, name=f"{self.topic}-writer", daemon=True)
         self._writer.start()
+        threading.Thread(target=self._watch_writer, name=f"{self.topic}-watchdog", daemon=True).start()
         self._record_quarantine()
         self.health.clear("store")
 
@@ -795,6 +802,24 @@ class EventStore:
             for listener in self._stopped_listeners:
                 listener(error)
 
+    def _watch_writer(self) -> None:
+        """Health tells the truth about a writer stuck in one call to the log past every bound the
+        log promises (a library bug): NOT_SERVING, and the writer's stack in the log, once."""
+        reported: float | None = None
+        while self._writer is not None and self._writer.is_alive():
+            since = self._in_call_since
+            if since is not None and time.monotonic() - since > self._stalled_after_s:
+                if reported != since:
+                    reported = since
+                    self.health.trouble("stalled", f"{self.topic}: the writer is stuck in a call to the log")
+                    frame = sys._current_frames().get(self._writer.ident or 0)
+                    stack = "".join(traceback.format_stack(frame)) if frame is not None else "?"
+                    log.error("%s: the writer is stuck in a call to the log, in:\n%s", self.topic, stack)
+            elif reported is not None:
+                reported = None
+                self.health.clear("stalled")
+            time.sleep(min(1.0, self._stalled_after_s / 4))
+
     def _write_loop(self) -> None:
         checking = self._log.checks_reachability
         next_check = time.monotonic()
@@ -858,19 +883,26 @@ class EventStore:
         self, records: list[OutgoingRecord], consumed: list[ConsumedOffsets]
     ) -> list[Position | None]:
         try:
-            return self._log.commit(records, consumed)
+            return self._in_call(self._log.commit, records, consumed)
         except CommitInDoubt as doubt:
             delay = self._retry_backoff_s[0]
             while True:
                 self.health.trouble("writer", f"{self.topic}: a commit's outcome is not known yet: {doubt}")
                 try:
-                    return self._log.resolve(doubt)
+                    return self._in_call(self._log.resolve, doubt)
                 except CommitInDoubt as still:
                     doubt = still
                     log.warning("%s: still resolving a commit in doubt: %s", self.topic, still)
                 if not self._pause(delay):
                     raise
                 delay = min(delay * 2, self._retry_backoff_s[1])
+
+    def _in_call(self, call: Callable[..., R], *args: Any) -> R:
+        self._in_call_since = time.monotonic()
+        try:
+            return call(*args)
+        finally:
+            self._in_call_since = None
 
     def _pause(self, seconds: float) -> bool:
         """Wait before a retry; False once the store is closing and its grace has run out."""
@@ -885,7 +917,7 @@ class EventStore:
                 self._wake.wait(min(until, self._close_by if self._closing else until) - now)
 
     def _check_log(self) -> None:
-        trouble = self._log.check()
+        trouble = self._in_call(self._log.check)
         if trouble is None:
             if not self._writing:
                 self.health.clear("writer")
@@ -1035,7 +1067,7 @@ class EventStore:
     def _write_snapshots(self, wanted: list[threading.Event]) -> None:
         try:
             snapshots = self._take_snapshots()
-            self._log.write_snapshots(snapshots)
+            self._in_call(self._log.write_snapshots, snapshots)
             self._snapshots_written = len(snapshots)
         except Exception as error:  # a snapshot only shortens the next start: try again later
             self._snapshots_written = 0

@@ -15,6 +15,7 @@ makes a call fail rather than hang. What a failure means follows librdkafka's er
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 import threading
 import time
@@ -190,6 +191,7 @@ class KafkaEventLog(EventLog):
         self._initialising: Producer | None = None
         self._unreachable: str | None = None
         self._closed = False
+        self._offsets_calls = _one_thread(writer_id)
 
     # The writer's producer ------------------------------------------------------------------------
 
@@ -275,10 +277,8 @@ class KafkaEventLog(EventLog):
             left = producer.flush(self._timeout)
             self._reach("before_offsets")
             for group in consumed:
-                producer.send_offsets_to_transaction(
-                    [TopicPartition(t, p, o) for (t, p), o in group.offsets.items()],
-                    group.group_metadata,
-                    self._timeout,
+                self._send_offsets(
+                    producer, [TopicPartition(t, p, o) for (t, p), o in group.offsets.items()], group
                 )
         except KafkaException as exception:
             self._abort(exception.args[0])
@@ -297,6 +297,30 @@ class KafkaEventLog(EventLog):
         self._commit_transaction(producer, _Doubt(self._first(placed), positions))
         self._reach("after_commit")
         return list(positions)
+
+    def _send_offsets(
+        self, producer: Producer, offsets: list[TopicPartition], group: ConsumedOffsets
+    ) -> None:
+        """send_offsets_to_transaction, bounded here: librdkafka may block in it past its timeout
+        while the group coordinator is away (librdkafka #5456, #5511). Past the bound the producer
+        is given up where it waits; the next one's init_transactions fences it and aborts its
+        transaction, so whatever that call does when it returns changes nothing."""
+        bound = self._kafka.offsets_timeout_s
+        call = self._offsets_calls.submit(
+            producer.send_offsets_to_transaction, offsets, group.group_metadata, bound
+        )
+        try:
+            call.result(bound + 0.5)
+        except concurrent.futures.TimeoutError:
+            log.warning(
+                "%s: sending offsets did not return within %gs; a new producer", self.topic, self._timeout
+            )
+            self._producer = None
+            self._offsets_calls.shutdown(wait=False)
+            self._offsets_calls = _one_thread(self._writer_id)
+            raise LogWriteFailed(
+                f"transaction on {self.topic} given up: sending its offsets did not return in time"
+            ) from None
 
     def _reach(self, point: str) -> None:
         if self._failpoint is not None:
@@ -439,6 +463,7 @@ class KafkaEventLog(EventLog):
 
     def close(self) -> None:
         self._closed = True
+        self._offsets_calls.shutdown(wait=False)
         if self._producer is not None:
             self._producer.flush(min(1.0, self._timeout))
             self._producer = None
@@ -480,6 +505,10 @@ class KafkaEventLog(EventLog):
             yield from _read_to_end(consumer, topic, start, self._kafka.open_timeout_s)
         finally:
             consumer.close()
+
+
+def _one_thread(writer_id: str) -> concurrent.futures.ThreadPoolExecutor:
+    return concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"{writer_id}-offsets")
 
 
 def _member_lost(error: KafkaError) -> bool:

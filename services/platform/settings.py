@@ -33,6 +33,9 @@ class KafkaSettings(BaseModel):
     # Every call that waits on a broker gives up after this; a commit retries for commit_timeout_s.
     call_timeout_s: float = 5.0
     commit_timeout_s: float = 10.0
+    # Sending a reaction's offsets takes milliseconds; one that has not returned by this is stuck (a
+    # librdkafka bug after a broker restart), and its producer is replaced.
+    offsets_timeout_s: float = 2.0
     # How long start-up waits for the writer's first init and for reading a topic to make progress.
     open_timeout_s: float = 30.0
     # A consumer-group member that stops heart-beating loses its partitions after this (the broker's

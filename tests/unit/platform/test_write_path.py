@@ -235,3 +235,25 @@ def test_a_writer_stopped_by_a_bug_refuses_what_waits_and_tells_its_process() ->
     assert not store.health.serving
     with pytest.raises(Unavailable, match="cannot write now: stopped by an error"):
         _adds(store, request("r-3", "Add"))
+
+
+def test_a_writer_stuck_in_a_call_to_the_log_is_reported_not_serving_until_it_returns() -> None:
+    broker = InMemoryBroker()
+    log = HeldLog(broker)
+    store = _store(broker, log, stalled_after_s=0.2)
+    log.holding = True
+    writing = threading.Thread(target=lambda: _adds(store, request("r-1", "Add")), daemon=True)
+    writing.start()
+    assert log.entered.wait(WAIT_S)
+
+    deadline = time.monotonic() + WAIT_S
+    while store.health.serving and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert "stuck in a call to the log" in store.health.why()
+
+    log.release.set()
+    writing.join(WAIT_S)
+    while not store.health.serving and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert store.health.serving
+    assert store.load("Tally", "t-1").state.items == {"apples": 1}
