@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import concurrent.futures
 import logging
+import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -316,7 +317,7 @@ class KafkaEventLog(EventLog):
                 "%s: sending offsets did not return within %gs; a new producer", self.topic, self._timeout
             )
             self._producer = None
-            self._offsets_calls.shutdown(wait=False)
+            self._offsets_calls.shutdown()
             self._offsets_calls = _one_thread(self._writer_id)
             raise LogWriteFailed(
                 f"transaction on {self.topic} given up: sending its offsets did not return in time"
@@ -463,7 +464,7 @@ class KafkaEventLog(EventLog):
 
     def close(self) -> None:
         self._closed = True
-        self._offsets_calls.shutdown(wait=False)
+        self._offsets_calls.shutdown()
         if self._producer is not None:
             self._producer.flush(min(1.0, self._timeout))
             self._producer = None
@@ -507,8 +508,34 @@ class KafkaEventLog(EventLog):
             consumer.close()
 
 
-def _one_thread(writer_id: str) -> concurrent.futures.ThreadPoolExecutor:
-    return concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"{writer_id}-offsets")
+class _Caller:
+    """Runs calls one at a time on a daemon thread of its own, so that a caller can stop waiting for
+    one (and a call that never returns cannot hold up the process's exit, as an executor's would)."""
+
+    def __init__(self, name: str) -> None:
+        self._calls: queue.SimpleQueue[tuple[Callable[[], Any], concurrent.futures.Future[Any]] | None]
+        self._calls = queue.SimpleQueue()
+        threading.Thread(target=self._run, name=name, daemon=True).start()
+
+    def _run(self) -> None:
+        while (item := self._calls.get()) is not None:
+            call, future = item
+            try:
+                future.set_result(call())
+            except BaseException as error:
+                future.set_exception(error)
+
+    def submit(self, call: Callable[..., Any], *args: Any) -> concurrent.futures.Future[Any]:
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        self._calls.put((lambda: call(*args), future))
+        return future
+
+    def shutdown(self) -> None:
+        self._calls.put(None)
+
+
+def _one_thread(writer_id: str) -> _Caller:
+    return _Caller(f"{writer_id}-offsets")
 
 
 def _member_lost(error: KafkaError) -> bool:

@@ -74,6 +74,8 @@ def test_a_producer_stuck_sending_offsets_is_given_up_and_the_next_commit_uses_a
         log.commit([], consumed)
 
     assert log.commit([], consumed) == []
+    stuck = [t for t in threading.enumerate() if t.name == "tally-writer-offsets" and t.is_alive()]
+    assert stuck and all(t.daemon for t in stuck), "a call that never returns cannot hold up the exit"
     first, second = ScriptedProducer.made
     assert first.calls == ["init", "begin", "offsets"], "the stuck producer is left alone"
     assert second.calls == ["init", "begin", "offsets", "commit"]
