@@ -158,6 +158,13 @@ class Agent:
         if not self.timeline or self.timeline[-1][1:] != (state, reason):
             self.timeline.append((_now(), state, reason))
 
+    def ended_wrap_up_before_logout(self, at: datetime) -> None:
+        """The service ended the wrap-up (its timeout) just before the day's logout reached it."""
+        wrapping, (logged_out_at, state, _) = self.wrapping, self.timeline[-1]
+        if wrapping is not None and state == "logged_out" and self.timeline[-2][1] == "wrap_up":
+            self.timeline.insert(len(self.timeline) - 1, (min(at, logged_out_at), "ready", ""))
+            wrapping.wrapped_at = min(at, logged_out_at)
+
     def rang_before_break(self) -> None:
         """An offer reserved the agent an instant before the desk's not-ready, which rejected it."""
         at, state, _ = self.timeline[-1]
@@ -232,6 +239,8 @@ class Simulation:
         self._listener: threading.Thread | None = None
         self._listening = threading.Event()
         self._stop_listening = threading.Event()
+        self._catch_up = threading.Event()
+        self._caught_up = threading.Event()
         self._counting = threading.Lock()
         self._in_flight = 0
 
@@ -253,17 +262,18 @@ class Simulation:
         """Call gRPC on the pool; ``then`` or ``failed`` runs on the loop afterwards."""
 
         def work() -> None:
+            # The answer is in the inbox before the call stops counting as in flight, so a loop
+            # that waits for no calls in flight (the day's end) sees every answer.
             try:
                 response = self._send(method, request)
+                if then is not None:
+                    self._inbox.put(lambda: then(response))
             except grpc.RpcError as error:
                 what = getattr(method, "_method", b"") or type(request).__name__
                 self._inbox.put(lambda error=error, what=what: self._failed(error, failed, str(what)))
-                return
             finally:
                 with self._counting:
                     self._in_flight -= 1
-            if then is not None:
-                self._inbox.put(lambda: then(response))
 
         def twin() -> None:
             # The same request again, racing the first: it must get the same answer, or wait for it.
@@ -460,7 +470,13 @@ class Simulation:
             if pending:
                 time.sleep(0.2)
         self.tally.errors.update({"not logged out": len(pending)} if pending else {})
+        # What the service did just before a logout (a wrap-up timing out) may still be on its way
+        # to the desk: read the push channel to its end before the desks' timelines are final.
+        self._catch_up.set()
+        if not self._caught_up.wait(timeout_s):
+            self.tally.errors["push channel not read to its end"] += 1
         self._stop_listening.set()
+        self._run_due(self.elapsed())
         self._pool.shutdown(wait=True)
         for channel in self._channels:
             channel.close()
@@ -827,8 +843,13 @@ class Simulation:
         consumer.assign(start)
         self._listening.set()
         prefix = f"{self.run_id}-"
+        ends: list[TopicPartition] = []
         try:
             while not self._stop_listening.is_set():
+                if self._catch_up.is_set() and not self._caught_up.is_set():
+                    ends = ends or _ends(consumer, start)
+                    if _read_to(consumer, start, ends):
+                        self._caught_up.set()
                 for message in consumer.consume(500, timeout=0.2):
                     if message.error() is not None or not (message.key() or b"").decode().startswith(prefix):
                         continue
@@ -849,6 +870,8 @@ class Simulation:
                 agent = self.agents.get(event.agent_id)
                 if agent is not None and agent.phase == "wrap_up" and agent.wrapping is not None:
                     self._wrap_up_ended(agent, agent.wrapping)
+                elif agent is not None and agent.phase == "logged_out" and agent.wrapping is not None:
+                    agent.ended_wrap_up_before_logout(envelope.occurred_at)
             case "ContactOverflowed":
                 contact = self.contacts.get(event.contact_id)
                 if contact is not None and contact.visit is not None:
@@ -885,3 +908,19 @@ def _iso(value: Any) -> Any:
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def _ends(consumer: Consumer, partitions: list[TopicPartition]) -> list[TopicPartition]:
+    return [
+        TopicPartition(tp.topic, tp.partition, consumer.get_watermark_offsets(tp, timeout=10)[1])
+        for tp in partitions
+    ]
+
+
+def _read_to(consumer: Consumer, start: list[TopicPartition], ends: list[TopicPartition]) -> bool:
+    """Whether the consumer has read from ``start`` to ``ends`` (its position counts the transaction
+    markers after the last message; a partition it has read nothing from is still at its start)."""
+    at = consumer.position(start)
+    return all(
+        max(now.offset, was.offset) >= end.offset for now, was, end in zip(at, start, ends, strict=True)
+    )
