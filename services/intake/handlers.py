@@ -39,22 +39,33 @@ class RoutingBacklog:
     """How far routing is behind intake: the age of the oldest routing request it has not taken up.
 
     A gauge of this process (it starts empty after a restart), fed by intake's own requests and by
-    routing's answers as intake's reactions read them.
+    routing's answers as intake's reactions read them. An answer may come before its request is
+    recorded here (routing is quick, the thread that made the request slow to resume after its
+    commit): it is kept for a while, and the request it answers is then never counted as waiting.
     """
+
+    KEEP_EARLY = 10_000
 
     def __init__(self, clock: Callable[[], datetime]) -> None:
         self._clock = clock
         self._lock = threading.Lock()
         self._pending: OrderedDict[str, datetime] = OrderedDict()
+        self._early: OrderedDict[str, None] = OrderedDict()
 
     def requested(self, contact_id: str) -> None:
         with self._lock:
+            if contact_id in self._early:
+                del self._early[contact_id]
+                return
             self._pending[contact_id] = self._clock()
             self._pending.move_to_end(contact_id)
 
     def taken(self, contact_id: str) -> None:
         with self._lock:
-            self._pending.pop(contact_id, None)
+            if self._pending.pop(contact_id, None) is None:
+                self._early[contact_id] = None
+                while len(self._early) > self.KEEP_EARLY:
+                    self._early.popitem(last=False)
 
     def behind(self) -> timedelta:
         with self._lock:

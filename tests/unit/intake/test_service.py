@@ -22,6 +22,7 @@ from services.intake.handlers import (
     KIND,
     SNAPSHOTS_TOPIC,
     IntakeService,
+    RoutingBacklog,
     contact_id_for,
     contact_kind,
     registry,
@@ -463,3 +464,18 @@ def test_while_routing_is_far_behind_new_contacts_are_refused_and_those_in_the_c
 
     intake.publish_routing(routing_ev.ContactQueued(contact_id="c-1", queue_id="billing", visit=1))
     assert intake.start("c-2", request_id="start-2").contact_id == "c-2"
+
+
+def test_routings_answer_read_before_its_request_is_recorded_leaves_nothing_waiting() -> None:
+    clock = Clock()
+    backlog = RoutingBacklog(clock)
+    backlog.taken("c-1")  # intake's reactions read ContactQueued before the request's thread resumed
+    backlog.requested("c-1")
+    clock.now += timedelta(minutes=1)
+    assert backlog.behind() == timedelta(0)
+
+    backlog.requested("c-1")  # a transfer of the same contact later waits as any request
+    clock.now += timedelta(seconds=6)
+    assert backlog.behind() == timedelta(seconds=6)
+    backlog.taken("c-1")
+    assert backlog.behind() == timedelta(0)
