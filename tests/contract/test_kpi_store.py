@@ -81,6 +81,31 @@ def test_a_batch_large_enough_to_travel_in_several_compressed_frames_is_read_bac
     assert facts(kpi_store)[-1] == batch[-1]
 
 
+def test_a_batch_of_closed_agent_intervals_with_empty_labels_is_read_back_whole(kpi_store: KpiStore) -> None:
+    # Found in the fault suite: a valid Native block of this shape, inline in the query text, is
+    # misread by chdb ("Cannot read all data in NativeReader. Rows read: 20. Rows expected: 22").
+    batch = [
+        {
+            "interval_id": f"a{n:03d}:{n}",
+            "agent_id": f"a{n // 2:03d}",
+            "state": ("ready", "reserved")[n % 2],
+            "reason": "",
+            "started_at": NINE + timedelta(milliseconds=137 * n),
+            "ended_at": NINE + timedelta(milliseconds=137 * n + 250),
+            "duration_s": 0.25,
+            "queue_id": "",
+            "skill_group": "",
+            "contact_id": "",
+            "version": 2,
+        }
+        for n in range(30)
+    ]
+
+    assert kpi_store.insert("agent_state_intervals", batch) == len(batch)
+
+    assert stored_rows(kpi_store, "agent_state_intervals") == len(batch)
+
+
 def test_retried_batch_changes_no_count(kpi_store: KpiStore) -> None:
     batch = [answered("c1"), contact_fact("c2")]
     kpi_store.insert("contact_facts", batch)
