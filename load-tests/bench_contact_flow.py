@@ -12,17 +12,20 @@ topics (read_committed, like any consumer) it measures per contact:
 The baseline, in the same run on the same broker: one bare transactional produce, read back by a
 read_committed consumer (one hop). Bounded in count and time; loopback only.
 
+The load generator is measured apart: its own CPU (this process: the simulator and the watcher),
+how late its callers arrived against the plan (p99) and how long its calls waited for a free worker
+(p99); and each service's CPU, as a share of one core, so the table shows which one saturates.
+
     python load-tests/bench_contact_flow.py --rate 5 --rate 10 --rate 20 --seconds 30
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from callcenter.intake.v1 import events_pb2 as intake_ev
@@ -32,41 +35,16 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from rich.console import Console
 from rich.table import Table
 from simulator.driver import Endpoints, Simulation
-from simulator.scenario import QueuePlan, Scenario
+from simulator.measure import CpuShares, describe, percentile
+from simulator.scenario import steady
 
 from services import launcher
+from services.platform import broker
 from services.platform.envelope import EventRegistry, PoisonEvent, decode
 from services.platform.kafka import consumer_config, producer_config
 from services.platform.settings import KafkaSettings, Settings
 
 TOPICS = ("contacts.events.v1", "routing.events.v1")
-
-
-def flat_scenario(rate: float, seconds: float, agents: int, seed: int) -> Scenario:
-    return replace(
-        Scenario(),
-        seed=seed,
-        duration_s=seconds,
-        day_s=seconds,
-        peak_arrivals_per_s=rate,
-        profile=(1.0,) * 24,
-        queues=(QueuePlan("bench-a", "billing", 0.5), QueuePlan("bench-b", "sales", 0.5)),
-        agents=agents,
-        skills_per_agent=(2, 2),
-        handle_median_s=1.0,
-        handle_sigma=0.3,
-        wrap_up_median_s=0.2,
-        patience_mean_s=1e9,
-        callback_share=0.0,
-        self_service_share=0.0,
-        transfer_share=0.0,
-        hold_share=0.0,
-        miss_share=0.0,
-        reject_share=0.0,
-        wrap_up_timeout_share=0.0,
-        answer_delay_s=(0.05, 0.1),
-        break_every_s=1e9,
-    )
 
 
 @dataclass
@@ -126,10 +104,8 @@ class Watcher:
 
 
 def _ms(values: list[float]) -> tuple[float, float]:
-    if not values:
-        return float("nan"), float("nan")
-    ordered = sorted(values)
-    return statistics.median(ordered) * 1000, ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))] * 1000
+    """Median and p99 in milliseconds."""
+    return percentile(values, 0.5) * 1000, percentile(values, 0.99) * 1000
 
 
 def baseline_hop(kafka: KafkaSettings, count: int = 300) -> tuple[float, float]:
@@ -188,16 +164,25 @@ class Result:
     queued_to_offered: tuple[float, float]
     requested_to_seen: tuple[float, float]
     errors: dict[str, int]
+    generator_cpu: float
+    arrival_late_p99_ms: float
+    send_wait_p99_ms: float
+    service_cpu: dict[str, float]
 
 
-def run_rate(endpoints: Endpoints, rate: float, seconds: float, agents: int, seed: int) -> Result:
-    scenario = flat_scenario(rate, seconds, agents, seed)
+def run_rate(
+    endpoints: Endpoints, rate: float, seconds: float, agents: int, seed: int, pids: dict[str, int]
+) -> Result:
+    scenario = steady(rate, seconds, agents, seed)
     sim = Simulation(scenario, endpoints, workers=64)
     sim.setup()
     watcher = Watcher(endpoints.kafka, sim.run_id)
-    started = time.monotonic()
+    started, cpu = time.monotonic(), time.process_time()
+    services_cpu = CpuShares(pids, started)
     sim.run(drain_s=30)
     elapsed = time.monotonic() - started
+    generator_cpu = (time.process_time() - cpu) / elapsed
+    service_cpu = services_cpu.shares(time.monotonic())
     sim.teardown()
     time.sleep(1.0)
     watcher.close()
@@ -223,6 +208,10 @@ def run_rate(endpoints: Endpoints, rate: float, seconds: float, agents: int, see
         queued_to_offered=_ms(queued_to_offered),
         requested_to_seen=_ms(requested_to_seen),
         errors=dict(sim.tally.errors),
+        generator_cpu=generator_cpu,
+        arrival_late_p99_ms=percentile(sim.tally.arrival_late_s, 0.99) * 1000,
+        send_wait_p99_ms=percentile(sim.tally.send_wait_s, 0.99) * 1000,
+        service_cpu=service_cpu,
     )
 
 
@@ -236,7 +225,8 @@ def main() -> None:
     args = parser.parse_args()
     rates = args.rate or [5.0, 10.0, 20.0]
     console = Console(width=160)
-    kafka = Settings().kafka
+    settings = Settings()
+    kafka = settings.kafka
     running = [] if args.reuse_services else launcher.start_all()
     try:
         if running:
@@ -246,8 +236,14 @@ def main() -> None:
         base_median, base_p99 = baseline_hop(kafka)
         # An agent is busy about two seconds a contact (answer, talk, wrap-up, the desktop's round trips):
         # enough agents that one is nearly always free, so the queue measures the system, not staffing.
+        pids = {item.service.name: item.process.pid for item in running}
+        broker_pid = broker.broker_pid(settings.broker)
+        if broker_pid is not None:
+            pids["broker"] = broker_pid
         results = [
-            run_rate(endpoints, rate, args.seconds, max(20, int(rate * args.agents_per_rate)), args.seed)
+            run_rate(
+                endpoints, rate, args.seconds, max(20, int(rate * args.agents_per_rate)), args.seed, pids
+            )
             for rate in rates
         ]
     finally:
@@ -265,6 +261,8 @@ def main() -> None:
         "requested->offer seen ms (p50 / p99)",
         "p50 / baseline hop",
         "refused calls",
+        "generator CPU / arrival late p99 / send wait p99",
+        "services' CPU",
     ):
         table.add_column(column, justify="right")
     for r in results:
@@ -277,6 +275,8 @@ def main() -> None:
             f"{r.requested_to_seen[0]:.0f} / {r.requested_to_seen[1]:.0f}",
             f"{r.requested_to_seen[0] / base_median:.1f}x",
             ", ".join(f"{k} {v}" for k, v in sorted(r.errors.items())) or "0",
+            f"{r.generator_cpu:.0%} / {r.arrival_late_p99_ms:.0f} ms / {r.send_wait_p99_ms:.0f} ms",
+            describe(r.service_cpu),
         )
     console.print(table)
     console.print(

@@ -49,7 +49,8 @@ from faults.system import NAMES, System
 from rich.console import Console
 from rich.table import Table
 from simulator.driver import Endpoints, Simulation
-from simulator.scenario import QueuePlan, Scenario
+from simulator.measure import CpuShares, describe, percentile
+from simulator.scenario import QueuePlan, Scenario, steady
 
 from services.platform import broker
 from services.platform.settings import DEFAULT_DATA_DIR, GrpcSettings
@@ -89,6 +90,11 @@ class Run:
     sim: Simulation
     tail: Tail
     recovery: list[str] = field(default_factory=list)
+    # The day as the load generator (this process) lived it: wall time and its own CPU time; and
+    # the CPU each process of the system used meanwhile, as a share of one core.
+    wall_s: float = 0.0
+    cpu_s: float = 0.0
+    system_cpu: dict[str, float] = field(default_factory=dict)
 
     def say(self, text: str) -> None:
         self.recovery.append(text)
@@ -105,6 +111,10 @@ class Fault:
     day: Scenario = DAY
     # Played before the day begins, on an idle system (the day then shows that calls flow).
     idle: bool = False
+    # What the scenario reports once the day is over and the desks have logged out.
+    after: Callable[[Run], None] | None = None
+    # The generator's calls in flight at once (its threads): enough that it never holds a call back.
+    workers: int = 32
 
 
 @dataclass
@@ -452,9 +462,42 @@ def nothing(run: Run) -> None:
     run.say("every request sent twice at once")
 
 
+# What the contact-flow benchmark connects with its offers still prompt on this machine (40/s), and
+# twice that: played one after the other, the first is the second's baseline in the same run.
+CAPACITY_PER_S = 40.0
+
+
+def steady_calls(run: Run) -> None:
+    day = run.sim.scenario
+    run.say(f"calls arrive at {day.peak_arrivals_per_s:g}/s for {day.duration_s:g} s")
+
+
+def throughput(run: Run) -> None:
+    """Throughput, refusals and how quick they were; the generator's own delays and CPU apart."""
+    sim, tally = run.sim, run.sim.tally
+    answered = sorted(v.answered_at for c in sim.contacts.values() for v in c.visits if v.answered_at)
+    span = (answered[-1] - answered[0]).total_seconds() if len(answered) > 1 else 0.0
+    connected, arriving = len(answered) / span if span else 0.0, tally.arrivals / sim.scenario.duration_s
+    refused = tally.refused_in_s
+    run.say(
+        f"{connected:.1f} connected/s of {arriving:.1f} arriving; {tally.outcomes['refused']} callers "
+        f"refused ({_codes(tally.errors)}), refusal p50/p99 {_ms(refused, 0.5)}/{_ms(refused, 0.99)} ms; "
+        f"generator: {run.cpu_s / run.wall_s:.0%} of a core, arrivals late p99 "
+        f"{_ms(tally.arrival_late_s, 0.99)} ms, send wait p99 {_ms(tally.send_wait_s, 0.99)} ms; "
+        f"the system's CPU (of one core each): {describe(run.system_cpu)}"
+    )
+
+
+def _ms(values: list[float], share: float) -> str:
+    return f"{percentile(values, share) * 1000:.0f}"
+
+
+def _codes(counts: Counter[str]) -> str:
+    return ", ".join(f"{count} {code}" for code, count in sorted(counts.items())) or "none"
+
+
 def _twins(sim: Simulation) -> str:
-    errors = sim.tally.twin_errors
-    return ", ".join(f"{count} {code}" for code, count in sorted(errors.items())) or "none"
+    return _codes(sim.tally.twin_errors)
 
 
 FAULTS = (
@@ -506,6 +549,21 @@ FAULTS = (
     Fault("clickhouse-down", "ClickHouse away for a minute", clickhouse_down(60.0)),
     Fault("clickhouse-lost-replies", "inserts done but their replies lost", lost_insert_replies),
     Fault("rebuild-projections", "KPI folds and facts dropped and rebuilt from the log", rebuild, idle=True),
+    *(
+        Fault(
+            name,
+            what,
+            steady_calls,
+            at_s=0.0,
+            day=steady(rate, 20.0, int(rate * 5), seed=29),
+            after=throughput,
+            workers=512,
+        )
+        for name, what, rate in (
+            ("at-capacity", "calls at the rate the system sustains", CAPACITY_PER_S),
+            ("overload", "calls at twice the rate the system sustains", 2 * CAPACITY_PER_S),
+        )
+    ),
 )
 
 
@@ -522,7 +580,12 @@ def play(system: System, fault: Fault, number: int, console: Console) -> Row:
         kpi=system.address("kpi"),
     )
     sim = Simulation(
-        fault.day, endpoints, run_id=run_id, retry_for_s=RETRY_FOR_S, duplicate_requests=fault.duplicates
+        fault.day,
+        endpoints,
+        run_id=run_id,
+        workers=fault.workers,
+        retry_for_s=RETRY_FOR_S,
+        duplicate_requests=fault.duplicates,
     )
     console.print(f"[bold]{fault.name}[/]: {fault.what} (run {run_id})")
     exits_before = len(system.exits)
@@ -545,11 +608,17 @@ def play(system: System, fault: Fault, number: int, console: Console) -> Row:
         injector = threading.Thread(target=inject, name=f"fault-{fault.name}", daemon=True)
         if not fault.idle:
             injector.start()
+        started, cpu = time.monotonic(), time.process_time()
+        system_cpu = CpuShares(system.pids(), started)
         sim.run(drain_s=90.0)
+        run.wall_s, run.cpu_s = time.monotonic() - started, time.process_time() - cpu
+        run.system_cpu = system_cpu.shares(time.monotonic())
         if not fault.idle:
             injector.join(600)
         _all_serving(system)
         sim.teardown(timeout_s=60)
+    if fault.after is not None:
+        fault.after(run)
     checks = settle(system, sim, run_id)
     exited = system.exits[exits_before:]
     if exited:  # a service that stopped itself (fenced, or a bug) and was started again
@@ -561,6 +630,8 @@ def play(system: System, fault: Fault, number: int, console: Console) -> Row:
     for check in checks:
         for example in check.examples[:3]:
             console.print(f"    [red]{check.name} {example}")
+    for detail in sim.tally.error_details[:5]:
+        console.print(f"    [yellow]refused: {detail}")
     return Row(fault, total, checks, run.recovery, "; ".join(failure))
 
 

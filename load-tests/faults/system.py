@@ -257,6 +257,16 @@ class System:
     def pid(self, name: str) -> int:
         return self.running[name].process.pid
 
+    def pids(self) -> dict[str, int]:
+        """Every process of the system now: the services, the broker and the ClickHouse stand-in."""
+        found = {name: self.pid(name) for name in self.running}
+        broker_pid = broker.broker_pid(self.broker)
+        if broker_pid is not None:
+            found["broker"] = broker_pid
+        if self._standin is not None:
+            found["clickhouse"] = self._standin.pid
+        return found
+
     def kill(self, name: str) -> None:
         with self._lock:
             self._held.add(name)

@@ -63,6 +63,9 @@ RETRIABLE = (
     grpc.StatusCode.RESOURCE_EXHAUSTED,
     grpc.StatusCode.DEADLINE_EXCEEDED,
 )
+# A new call refused as the center is at capacity is not sent again: the caller hears the busy
+# announcement (a telephony adapter does not hold a caller to retry a start for minutes).
+RETRIABLE_START = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 
 
 @dataclass
@@ -192,6 +195,11 @@ class Tally:
     retries: Counter[str] = field(default_factory=Counter)
     twin_errors: Counter[str] = field(default_factory=Counter)
     error_details: list[str] = field(default_factory=list)
+    # The generator's own delays, apart from the system's: how late each caller arrived against the
+    # scenario's plan, and how long each call waited for a free worker before it was sent.
+    arrival_late_s: list[float] = field(default_factory=list)
+    send_wait_s: list[float] = field(default_factory=list)
+    refused_in_s: list[float] = field(default_factory=list)  # a refused caller's wait for the refusal
 
 
 class Simulation:
@@ -209,7 +217,8 @@ class Simulation:
     ) -> None:
         """``retry_for_s``: a call refused as UNAVAILABLE, RESOURCE_EXHAUSTED or past its deadline is
         sent again, the same request with the same request id, for up to this long (as a telephony
-        adapter or a desktop should). ``duplicate_requests``: every call goes out twice at once."""
+        adapter or a desktop should; a new call refused at capacity is not: see RETRIABLE_START).
+        ``duplicate_requests``: every call goes out twice at once."""
         self.scenario = scenario
         self.retry_for_s = retry_for_s
         self.duplicate_requests = duplicate_requests
@@ -258,14 +267,20 @@ class Simulation:
         request: Any,
         then: Callable[[Any], None] | None = None,
         failed: Callable[[grpc.RpcError], bool | None] | None = None,
+        retriable: tuple[grpc.StatusCode, ...] = RETRIABLE,
     ) -> None:
         """Call gRPC on the pool; ``then`` or ``failed`` runs on the loop afterwards."""
 
+        submitted = time.monotonic()
+
         def work() -> None:
+            waited = time.monotonic() - submitted
+            with self._counting:
+                self.tally.send_wait_s.append(waited)
             # The answer is in the inbox before the call stops counting as in flight, so a loop
             # that waits for no calls in flight (the day's end) sees every answer.
             try:
-                response = self._send(method, request)
+                response = self._send(method, request, retriable)
                 if then is not None:
                     self._inbox.put(lambda: then(response))
             except grpc.RpcError as error:
@@ -278,7 +293,7 @@ class Simulation:
         def twin() -> None:
             # The same request again, racing the first: it must get the same answer, or wait for it.
             try:
-                self._send(method, request)
+                self._send(method, request, retriable)
             except grpc.RpcError as error:
                 with self._counting:
                     self.tally.twin_errors[error.code().name] += 1
@@ -293,14 +308,16 @@ class Simulation:
         if self.duplicate_requests:
             self._pool.submit(twin)
 
-    def _send(self, method: Callable[..., Any], request: Any) -> Any:
+    def _send(
+        self, method: Callable[..., Any], request: Any, retriable: tuple[grpc.StatusCode, ...] = RETRIABLE
+    ) -> Any:
         """One call, sent again while the service says to come back later (and the run allows)."""
         give_up_at, pause = time.monotonic() + self.retry_for_s, 0.1
         while True:
             try:
                 return method(request, timeout=10 if self.retry_for_s else 30)
             except grpc.RpcError as error:
-                if error.code() not in RETRIABLE or time.monotonic() + pause > give_up_at:
+                if error.code() not in retriable or time.monotonic() + pause > give_up_at:
                     raise
                 with self._counting:
                     self.tally.retries[error.code().name] += 1
@@ -315,7 +332,7 @@ class Simulation:
             self.tally.retries[error.code().name] += 1
             return
         self.tally.errors[error.code().name] += 1
-        if len(self.tally.error_details) < 20:
+        if self.tally.errors[error.code().name] <= 5:  # the first few of each code
             self.tally.error_details.append(f"{what}: {error.code().name}: {error.details()}")
 
     def request_id(self, what: str) -> str:
@@ -507,6 +524,7 @@ class Simulation:
     def _arrive(self, caller: Caller) -> None:
         self._schedule_next_arrival()
         self.tally.arrivals += 1
+        self.tally.arrival_late_s.append(max(0.0, self.elapsed() - caller.at_s))
         contact = Contact(f"{self.run_id}-c{caller.index:06d}", caller, _now())
         self.contacts[contact.contact_id] = contact
         start = intake_pb.StartContactRequest(
@@ -518,14 +536,20 @@ class Simulation:
             gateway="simulator",
             language="en",
         )
+        asked = time.monotonic()
         self.call(
-            self.intake.StartContact, start, then=lambda _: self._ivr(contact), failed=self._refused(contact)
+            self.intake.StartContact,
+            start,
+            then=lambda _: self._ivr(contact),
+            failed=self._refused(contact, asked),
+            retriable=RETRIABLE_START,
         )
 
-    def _refused(self, contact: Contact) -> Callable[[grpc.RpcError], None]:
+    def _refused(self, contact: Contact, asked: float) -> Callable[[grpc.RpcError], None]:
         def refused(_error: grpc.RpcError) -> None:
             contact.phase, contact.outcome, contact.ended_at = "ended", "refused", _now()
             self.tally.outcomes["refused"] += 1
+            self.tally.refused_in_s.append(time.monotonic() - asked)
 
         return refused
 

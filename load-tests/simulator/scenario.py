@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 # A typical inbound line: quiet at night, a morning peak at 10-11, a smaller one after lunch.
 OFFICE_DAY = (
@@ -214,3 +214,32 @@ def agent_plans(scenario: Scenario) -> list[AgentPlan]:
         held = {primary: rng.randint(3, 5)} | {s: rng.randint(2, 5) for s in extra if s != primary}
         plans.append(AgentPlan(index, tuple(sorted(held.items())), rng.randrange(2**32)))
     return plans
+
+
+def steady(rate: float, seconds: float, agents: int, seed: int) -> Scenario:
+    """Calls at a constant rate, enough agents that one is nearly always free, and no abandons,
+    breaks, misses or transfers: a day that measures the system, not the queue."""
+    return replace(
+        Scenario(),
+        seed=seed,
+        duration_s=seconds,
+        day_s=seconds,
+        peak_arrivals_per_s=rate,
+        profile=(1.0,) * 24,
+        queues=(QueuePlan("bench-a", "billing", 0.5), QueuePlan("bench-b", "sales", 0.5)),
+        agents=agents,
+        skills_per_agent=(2, 2),
+        handle_median_s=1.0,
+        handle_sigma=0.3,
+        wrap_up_median_s=0.2,
+        patience_mean_s=1e9,
+        callback_share=0.0,
+        self_service_share=0.0,
+        transfer_share=0.0,
+        hold_share=0.0,
+        miss_share=0.0,
+        reject_share=0.0,
+        wrap_up_timeout_share=0.0,
+        answer_delay_s=(0.05, 0.1),
+        break_every_s=1e9,
+    )
