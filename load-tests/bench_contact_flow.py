@@ -174,7 +174,7 @@ def run_rate(
     endpoints: Endpoints, rate: float, seconds: float, agents: int, seed: int, pids: dict[str, int]
 ) -> Result:
     scenario = steady(rate, seconds, agents, seed)
-    sim = Simulation(scenario, endpoints, workers=64)
+    sim = Simulation(scenario, endpoints, workers=256)  # enough that it never holds a call back
     sim.setup()
     watcher = Watcher(endpoints.kafka, sim.run_id)
     started, cpu = time.monotonic(), time.process_time()

@@ -630,7 +630,7 @@ def play(system: System, fault: Fault, number: int, console: Console) -> Row:
     for check in checks:
         for example in check.examples[:3]:
             console.print(f"    [red]{check.name} {example}")
-    for detail in sim.tally.error_details[:5]:
+    for detail in sim.tally.error_details:  # the first few of each code
         console.print(f"    [yellow]refused: {detail}")
     return Row(fault, total, checks, run.recovery, "; ".join(failure))
 
