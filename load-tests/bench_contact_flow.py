@@ -9,7 +9,8 @@ topics (read_committed, like any consumer) it measures per contact:
 - requested -> offer seen: intake's RoutingRequested to a consumer receiving the ContactOffered
   (two transactional hops: intake's commit, routing's consume-decide-commit, then visibility).
 
-The baseline, in the same run on the same broker: one bare transactional produce, read back by a
+Measuring begins after a warm-up at the first rate (``--warm-up-seconds``). The baseline, in the
+same run on the same broker: one bare transactional produce, read back by a
 read_committed consumer (one hop). Bounded in count and time; loopback only.
 
 The load generator is measured apart: its own CPU (this process: the simulator and the watcher),
@@ -222,6 +223,12 @@ def main() -> None:
     parser.add_argument("--agents-per-rate", type=float, default=5.0, help="agents per contact/s offered")
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--reuse-services", action="store_true", help="use services already running")
+    parser.add_argument(
+        "--warm-up-seconds",
+        type=float,
+        default=20.0,
+        help="calls at the first rate, not measured, before anything is (a fresh broker's JVM is slow)",
+    )
     args = parser.parse_args()
     rates = args.rate or [5.0, 10.0, 20.0]
     console = Console(width=160)
@@ -233,6 +240,8 @@ def main() -> None:
             launcher.wait_healthy(running)
         addresses = launcher.addresses()
         endpoints = Endpoints(addresses["intake"], addresses["routing"], addresses["agents"], kafka)
+        if args.warm_up_seconds > 0:
+            run_rate(endpoints, rates[0], args.warm_up_seconds, max(20, int(rates[0] * 5)), args.seed + 1, {})
         base_median, base_p99 = baseline_hop(kafka)
         # An agent is busy about two seconds a contact (answer, talk, wrap-up, the desktop's round trips):
         # enough agents that one is nearly always free, so the queue measures the system, not staffing.
