@@ -163,10 +163,13 @@ class Agent:
 
     def ended_wrap_up_before_logout(self, at: datetime) -> None:
         """The service ended the wrap-up (its timeout) just before the day's logout reached it."""
-        wrapping, (logged_out_at, state, _) = self.wrapping, self.timeline[-1]
-        if wrapping is not None and state == "logged_out" and self.timeline[-2][1] == "wrap_up":
+        if self.wrapping is None or len(self.timeline) < 2:
+            return
+        (wrapping_since, before, _), (logged_out_at, state, _) = self.timeline[-2:]
+        # A ready from before this wrap-up (a late push of an earlier one) is not this wrap-up's end.
+        if state == "logged_out" and before == "wrap_up" and at >= wrapping_since:
             self.timeline.insert(len(self.timeline) - 1, (min(at, logged_out_at), "ready", ""))
-            wrapping.wrapped_at = min(at, logged_out_at)
+            self.wrapping.wrapped_at = min(at, logged_out_at)
 
     def rang_before_break(self) -> None:
         """An offer reserved the agent an instant before the desk's not-ready, which rejected it."""
