@@ -18,7 +18,7 @@ import json
 import queue
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -113,6 +113,8 @@ class Contact:
     ended_at: datetime | None = None
     outcome: str = ""
     visits: list[Visit] = field(default_factory=list)
+    # Telephony's reports about it not yet answered, in order: the first is in flight.
+    reports: deque[Callable[[], None]] = field(default_factory=deque)
 
     @property
     def waiting(self) -> bool:
@@ -197,6 +199,7 @@ class Tally:
     calls: int = 0
     retries: Counter[str] = field(default_factory=Counter)
     twin_errors: Counter[str] = field(default_factory=Counter)
+    twin_details: list[str] = field(default_factory=list)
     error_details: list[str] = field(default_factory=list)
     # The generator's own delays, apart from the system's: how late each caller arrived against the
     # scenario's plan, and how long each call waited for a free worker before it was sent.
@@ -300,6 +303,9 @@ class Simulation:
             except grpc.RpcError as error:
                 with self._counting:
                     self.tally.twin_errors[error.code().name] += 1
+                    if self.tally.twin_errors[error.code().name] <= 5:
+                        what = getattr(method, "_method", b"") or type(request).__name__
+                        self.tally.twin_details.append(f"{what}: {error.code().name}: {error.details()}")
             finally:
                 with self._counting:
                     self._in_flight -= 1
@@ -310,6 +316,43 @@ class Simulation:
         self._pool.submit(work)
         if self.duplicate_requests:
             self._pool.submit(twin)
+
+    def _report(
+        self,
+        contact: Contact,
+        method: Callable[..., Any],
+        request: Any,
+        then: Callable[[Any], None] | None = None,
+        failed: Callable[[grpc.RpcError], bool | None] | None = None,
+        retriable: tuple[grpc.StatusCode, ...] = RETRIABLE,
+    ) -> None:
+        """A report of telephony about one contact, sent once the contact's previous report is
+        answered: an adapter's events of one call are ordered (a hang-up retried past an outage
+        never overtakes the IVR selection before it)."""
+
+        def answered(response: Any) -> None:
+            try:
+                if then is not None:
+                    then(response)
+            finally:
+                self._next_report(contact)
+
+        def refused(error: grpc.RpcError) -> bool | None:
+            try:
+                return failed(error) if failed is not None else None
+            finally:
+                self._next_report(contact)
+
+        contact.reports.append(
+            lambda: self.call(method, request, then=answered, failed=refused, retriable=retriable)
+        )
+        if len(contact.reports) == 1:
+            contact.reports[0]()
+
+    def _next_report(self, contact: Contact) -> None:
+        contact.reports.popleft()
+        if contact.reports:
+            contact.reports[0]()
 
     def _send(
         self, method: Callable[..., Any], request: Any, retriable: tuple[grpc.StatusCode, ...] = RETRIABLE
@@ -540,7 +583,8 @@ class Simulation:
             language="en",
         )
         asked = time.monotonic()
-        self.call(
+        self._report(
+            contact,
             self.intake.StartContact,
             start,
             then=lambda _: self._ivr(contact),
@@ -567,7 +611,8 @@ class Simulation:
                 selection="9",
                 self_service_completed=True,
             )
-            self.call(
+            self._report(
+                contact,
                 self.intake.RecordIvrSelection,
                 selection,
                 then=lambda _: self._end(contact, END.CONTACT_END_REASON_SELF_SERVICE, "self_service"),
@@ -581,7 +626,7 @@ class Simulation:
             queue_id=caller.queue_id,
         )
         contact.queue(Visit(caller.queue_id, _now()))
-        self.call(self.intake.RecordIvrSelection, selection)
+        self._report(contact, self.intake.RecordIvrSelection, selection)
         self.later(caller.patience_s, lambda: self._patience_runs_out(contact))
 
     def _patience_runs_out(self, contact: Contact) -> None:
@@ -594,7 +639,7 @@ class Simulation:
             request = intake_pb.RequestCallbackRequest(
                 request_id=self.request_id("callback"), contact_id=contact.contact_id
             )
-            self.call(self.intake.RequestCallback, request)
+            self._report(contact, self.intake.RequestCallback, request)
             return
         self._end(contact, END.CONTACT_END_REASON_CALLER, "abandoned")
 
@@ -607,7 +652,7 @@ class Simulation:
         request = intake_pb.EndContactRequest(
             request_id=self.request_id("end"), contact_id=contact.contact_id, reason=reason
         )
-        self.call(self.intake.EndContact, request)
+        self._report(contact, self.intake.EndContact, request)
 
     # Agents -------------------------------------------------------------------------------------
 
@@ -720,7 +765,7 @@ class Simulation:
         answered = intake_pb.ReportAnsweredRequest(
             request_id=self.request_id("answered"), contact_id=contact.contact_id, agent_id=agent.agent_id
         )
-        self.call(self.intake.ReportAnswered, answered)
+        self._report(contact, self.intake.ReportAnswered, answered)
         talk = contact.caller.handle_s
         if contact.caller.hold and not contact.transferred:
             self.later(talk / 3, lambda: self._hold(contact))
@@ -733,11 +778,12 @@ class Simulation:
         resume = intake_pb.ReportResumeRequest(
             request_id=self.request_id("resume"), contact_id=contact.contact_id
         )
-        self.call(
+        self._report(
+            contact,
             self.intake.ReportHold,
             hold,
             then=lambda _: self.later(
-                contact.caller.handle_s / 4, lambda: self.call(self.intake.ReportResume, resume)
+                contact.caller.handle_s / 4, lambda: self._report(contact, self.intake.ReportResume, resume)
             ),
         )
 
@@ -753,7 +799,7 @@ class Simulation:
                 contact_id=contact.contact_id,
                 to_queue_id=contact.caller.transfer_to,
             )
-            self.call(self.intake.ReportTransfer, transfer)
+            self._report(contact, self.intake.ReportTransfer, transfer)
         else:
             reason = (
                 END.CONTACT_END_REASON_CALLER
