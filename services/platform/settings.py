@@ -48,6 +48,9 @@ class KafkaSettings(BaseModel):
         config: dict[str, str | int] = {
             "bootstrap.servers": self.bootstrap_servers,
             "security.protocol": self.security_protocol,
+            # A broker back from a restart is found within a second, not after librdkafka's
+            # exponential backoff (up to 10 s by default) has grown through the outage.
+            "reconnect.backoff.max.ms": 1000,
         }
         if self.sasl_mechanism:
             config["sasl.mechanism"] = self.sasl_mechanism
