@@ -41,7 +41,7 @@ from callcenter.platform.v1 import service_pb2_grpc as operations_grpc
 from callcenter.routing.v1 import events_pb2 as routing_ev
 from callcenter.routing.v1 import service_pb2 as routing_pb
 from callcenter.routing.v1 import service_pb2_grpc as routing_grpc
-from confluent_kafka import Producer
+from confluent_kafka import KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient
 from faults.facts import Check, compare, kpi_visit_rows, read_logs
 from faults.observe import Tail
@@ -402,8 +402,7 @@ def rebuild(run: Run) -> None:
     before = _kpi_snapshot(system)
     system.stop_service("kpi")
     admin = AdminClient(system.kafka.client_config())
-    for future in admin.delete_consumer_groups(["kpi"], request_timeout=30).values():
-        future.result()
+    _delete_group(admin, "kpi")
     for future in admin.delete_topics(list(KPI_TOPICS), operation_timeout=30).values():
         future.result()
     _await_gone(admin, KPI_TOPICS)
@@ -440,6 +439,21 @@ def _kpi_snapshot(system: System) -> dict[str, Any]:
         )
         snapshot["kpi_contacts"] = sorted(map(repr, result.result_rows))
     return snapshot
+
+
+def _delete_group(admin: AdminClient, group: str, within_s: float = 60.0) -> None:
+    """Delete a consumer group once it is empty: a static member that stopped stays in its group
+    until its session times out (it sends no LeaveGroup, so that a restart takes its partitions back)."""
+    deadline = time.monotonic() + within_s
+    while True:
+        try:
+            for future in admin.delete_consumer_groups([group], request_timeout=30).values():
+                future.result()
+            return
+        except KafkaException as error:
+            if error.args[0].code() != KafkaError.NON_EMPTY_GROUP or time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
 
 
 def _await_gone(admin: AdminClient, topics: tuple[str, ...], within_s: float = 60.0) -> None:
@@ -632,6 +646,8 @@ def play(system: System, fault: Fault, number: int, console: Console) -> Row:
             console.print(f"    [red]{check.name} {example}")
     for detail in sim.tally.error_details:  # the first few of each code
         console.print(f"    [yellow]refused: {detail}")
+    for detail in sim.tally.twin_details:
+        console.print(f"    [yellow]twin refused: {detail}")
     return Row(fault, total, checks, run.recovery, "; ".join(failure))
 
 
