@@ -179,11 +179,11 @@ def run_rate(
     sim.setup()
     watcher = Watcher(endpoints.kafka, sim.run_id)
     started, cpu = time.monotonic(), time.process_time()
-    services_cpu = CpuShares(pids, started)
+    services_cpu = CpuShares(pids)
     sim.run(drain_s=30)
     elapsed = time.monotonic() - started
     generator_cpu = (time.process_time() - cpu) / elapsed
-    service_cpu = services_cpu.shares(time.monotonic())
+    service_cpu = services_cpu.shares()
     sim.teardown()
     time.sleep(1.0)
     watcher.close()
@@ -240,21 +240,20 @@ def main() -> None:
             launcher.wait_healthy(running)
         addresses = launcher.addresses()
         endpoints = Endpoints(addresses["intake"], addresses["routing"], addresses["agents"], kafka)
-        if args.warm_up_seconds > 0:
-            run_rate(endpoints, rates[0], args.warm_up_seconds, max(20, int(rates[0] * 5)), args.seed + 1, {})
-        base_median, base_p99 = baseline_hop(kafka)
+
         # An agent is busy about two seconds a contact (answer, talk, wrap-up, the desktop's round trips):
         # enough agents that one is nearly always free, so the queue measures the system, not staffing.
+        def agents(rate: float) -> int:
+            return max(20, int(rate * args.agents_per_rate))
+
+        if args.warm_up_seconds > 0:
+            run_rate(endpoints, rates[0], args.warm_up_seconds, agents(rates[0]), args.seed + 1, {})
+        base_median, base_p99 = baseline_hop(kafka)
         pids = {item.service.name: item.process.pid for item in running}
         broker_pid = broker.broker_pid(settings.broker)
         if broker_pid is not None:
             pids["broker"] = broker_pid
-        results = [
-            run_rate(
-                endpoints, rate, args.seconds, max(20, int(rate * args.agents_per_rate)), args.seed, pids
-            )
-            for rate in rates
-        ]
+        results = [run_rate(endpoints, rate, args.seconds, agents(rate), args.seed, pids) for rate in rates]
     finally:
         launcher.stop_all(running)
 

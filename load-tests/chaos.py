@@ -623,10 +623,10 @@ def play(system: System, fault: Fault, number: int, console: Console) -> Row:
         if not fault.idle:
             injector.start()
         started, cpu = time.monotonic(), time.process_time()
-        system_cpu = CpuShares(system.pids(), started)
+        system_cpu = CpuShares(system.pids())
         sim.run(drain_s=90.0)
         run.wall_s, run.cpu_s = time.monotonic() - started, time.process_time() - cpu
-        run.system_cpu = system_cpu.shares(time.monotonic())
+        run.system_cpu = system_cpu.shares()
         if not fault.idle:
             injector.join(600)
         _all_serving(system)

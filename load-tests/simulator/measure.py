@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -28,13 +29,14 @@ def percentile(values: Sequence[float], share: float) -> float:
 class CpuShares:
     """Each named process's CPU over a stretch of wall time, as a share of one core."""
 
-    def __init__(self, pids: Mapping[str, int], wall: float) -> None:
+    def __init__(self, pids: Mapping[str, int]) -> None:
         self._pids = dict(pids)
-        self._wall = wall
+        self._started = time.monotonic()
         self._before = {name: cpu_seconds(pid) for name, pid in self._pids.items()}
 
-    def shares(self, wall: float) -> dict[str, float]:
-        elapsed = max(wall - self._wall, 1e-9)
+    def shares(self) -> dict[str, float]:
+        """Since this was made."""
+        elapsed = max(time.monotonic() - self._started, 1e-9)
         used = {name: cpu_seconds(pid) - self._before[name] for name, pid in self._pids.items()}
         return {name: max(0.0, seconds) / elapsed for name, seconds in used.items()}
 

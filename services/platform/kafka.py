@@ -313,9 +313,7 @@ class KafkaEventLog(EventLog):
         try:
             call.result(bound + 0.5)
         except concurrent.futures.TimeoutError:
-            log.warning(
-                "%s: sending offsets did not return within %gs; a new producer", self.topic, self._timeout
-            )
+            log.warning("%s: sending offsets did not return within %gs; a new producer", self.topic, bound)
             self._producer = None
             self._offsets_calls.shutdown()
             self._offsets_calls = _one_thread(self._writer_id)
