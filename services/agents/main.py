@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import sys
 import threading
 
 from services.agents.bootstrap import bootstrap
@@ -25,4 +24,4 @@ def start(settings: Settings, stop: threading.Event | None = None) -> AgentsProc
 
 
 if __name__ == "__main__":
-    sys.exit(run_main("agents", start))
+    run_main("agents", start)

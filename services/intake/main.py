@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
-import sys
 import threading
 import time
 
@@ -100,4 +99,4 @@ def _serve_http(app: FastAPI, bound: socket.socket, process: IntakeProcess) -> i
 
 
 if __name__ == "__main__":
-    sys.exit(run_main("intake", start))
+    run_main("intake", start)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import sys
 import threading
 
 from services.kpi.bootstrap import bootstrap
@@ -32,4 +31,4 @@ def start(settings: Settings, stop: threading.Event | None = None) -> KpiProcess
 
 
 if __name__ == "__main__":
-    sys.exit(run_main("kpi", start))
+    run_main("kpi", start)

@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -25,7 +26,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import ModuleType
-from typing import IO, Any, Generic, TypeVar
+from typing import IO, Any, Generic, NoReturn, TypeVar
 
 from callcenter.platform.v1 import service_pb2 as operations_pb
 from callcenter.platform.v1 import service_pb2_grpc as operations_grpc
@@ -56,6 +57,9 @@ T = TypeVar("T")
 EXIT_FENCED = 75  # EX_TEMPFAIL: another instance took over; a supervisor may start this one again
 EXIT_BROKEN = 70  # EX_SOFTWARE: the writer stopped by a bug; a supervisor starts the service again
 EXIT_REFUSED = 1
+EXIT_STUCK = 71  # its stop outlasted the grace period: ended hard, every thread's stack in the log
+# What a stop may take beyond the grace period (telemetry's flush, the logs) before it is ended hard.
+STOP_MARGIN_S = 5.0
 
 log = logging.getLogger(__name__)
 
@@ -287,12 +291,22 @@ def serve_context(
 Start = Callable[[Settings, threading.Event], ServiceProcess]
 
 
-def run_main(name: str, start: Start) -> int:
-    """A service's ``main``: check the addresses and the broker, start, serve until told to stop.
+def run_main(name: str, start: Start) -> NoReturn:
+    """A service's ``main``: check the addresses and the broker, start, serve until told to stop, and end.
 
-    Returns the process exit code: 1 when it cannot start, naming why; 75 when another instance
-    fenced it; 70 when its writer or a background thread stopped by an error; 0 after a clean stop.
+    The process ends with 1 when it cannot start, naming why; 75 when another instance fenced it; 70
+    when its writer or a background thread stopped by an error; 71 when its stop outlasted the grace
+    period (every thread's stack is logged first); 0 after a clean stop. It ends at once after its own
+    stop, without the interpreter's finalisation (where a native client's destructor could block).
     """
+    code = _serve_main(name, start)
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def _serve_main(name: str, start: Start) -> int:
     stop = stop_on_signals()
     # `kill -USR1 <pid>` writes every thread's stack to the log: what a stuck service is waiting for.
     faulthandler.register(signal.SIGUSR1, all_threads=True)
@@ -317,6 +331,7 @@ def run_main(name: str, start: Start) -> int:
         stop.wait()
     finally:
         service_log.info("%s stopping", name)
+        _end_hard_after(settings.grpc.grace_period_s + STOP_MARGIN_S, service_log)
         process.close(settings.grpc.grace_period_s)
         telemetry.shutdown()
     if process.fenced is not None:
@@ -327,6 +342,20 @@ def run_main(name: str, start: Start) -> int:
         return EXIT_BROKEN
     service_log.info("%s stopped", name)
     return 0
+
+
+def _end_hard_after(seconds: float, service_log: logging.Logger) -> None:
+    """A stop that outlasts ``seconds`` ends the process anyway, after logging every thread's stack."""
+
+    def watch() -> None:
+        time.sleep(seconds)
+        service_log.error(
+            "the stop took more than %.0f s; ending the process, every thread's stack follows", seconds
+        )
+        faulthandler.dump_traceback(all_threads=True)
+        os._exit(EXIT_STUCK)
+
+    threading.Thread(target=watch, name="stop-watchdog", daemon=True).start()
 
 
 class WriterClaim:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import sys
 import threading
 
 from services.platform.process import ServiceProcess, kafka_adapters, run_main, serve_context
@@ -30,4 +29,4 @@ def start(settings: Settings, stop: threading.Event | None = None) -> RoutingPro
 
 
 if __name__ == "__main__":
-    sys.exit(run_main("routing", start))
+    run_main("routing", start)
