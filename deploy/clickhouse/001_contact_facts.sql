@@ -33,12 +33,18 @@ CREATE TABLE IF NOT EXISTS contact_facts
     version         UInt64 COMMENT 'grows with every event folded into the contact; the highest version wins',
     -- visit 0: routed (went on to a queue), self_service (IVR completed it), ivr_abandon (ended in IVR).
     -- visit n: answered, abandoned, short_abandon (abandoned within the queue's threshold), overflowed,
-    -- callback (a callback is pending), callback_cancelled, disconnected (voicemail or disconnect fallback).
+    -- callback (a callback is pending), callback_cancelled, disconnected (voicemail or disconnect fallback),
+    -- void (no visit: an overflow routing decided after the caller had gone; every KPI leaves it out).
     CONSTRAINT outcome_is_known CHECK outcome IN ('', 'routed', 'self_service', 'ivr_abandon', 'answered',
-        'abandoned', 'short_abandon', 'overflowed', 'callback', 'callback_cancelled', 'disconnected'),
+        'abandoned', 'short_abandon', 'overflowed', 'callback', 'callback_cancelled', 'disconnected', 'void'),
     CONSTRAINT caller_is_pseudonymised CHECK NOT match(caller_hash, '^\\+?[0-9 ()./-]{3,20}$')
 )
 ENGINE = ReplacingMergeTree(version)
 PARTITION BY toYYYYMM(arrival)
 ORDER BY fact_id
 SETTINGS non_replicated_deduplication_window = 1000;
+-- A table made before 'void' was an outcome takes the constraint above (a second run changes nothing).
+ALTER TABLE contact_facts DROP CONSTRAINT IF EXISTS outcome_is_known;
+ALTER TABLE contact_facts ADD CONSTRAINT outcome_is_known CHECK outcome IN ('', 'routed', 'self_service',
+    'ivr_abandon', 'answered', 'abandoned', 'short_abandon', 'overflowed', 'callback', 'callback_cancelled',
+    'disconnected', 'void');

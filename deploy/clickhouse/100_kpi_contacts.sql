@@ -1,6 +1,6 @@
 -- kpi_contacts(by String, grain_s UInt32, from DateTime64(3, 'UTC'), to DateTime64(3, 'UTC'))
 --
--- Queue-visit KPIs (contact_facts FINAL, visit >= 1: each fact once, at its newest version).
+-- Queue-visit KPIs (contact_facts FINAL, visit >= 1 and not void: each fact once, at its newest version).
 -- Attribution: a visit counts in the interval of its queued_at (the queue entry), for
 -- queued_at in [from, to); interval_start = toStartOfInterval(queued_at, INTERVAL grain_s SECOND)
 -- (epoch-aligned UTC: 900 = 15 minutes, 3600 = hour, 86400 = UTC day).
@@ -104,6 +104,7 @@ FROM
         FROM queue_settings FINAL
     ) AS s ON toString(c.queue_id) = s.queue_id
     WHERE c.visit >= 1
+        AND c.outcome != 'void'
         AND c.queued_at >= {from:DateTime64(3, 'UTC')}
         AND c.queued_at < {to:DateTime64(3, 'UTC')}
         -- A scalar subquery runs once before the scan, so an unknown `by` fails even on no facts.

@@ -4,7 +4,7 @@
 -- Attribution: a handled visit counts by its queued_at, for queued_at in [from, to).
 --   handled  = queue visits (visit >= 1) with answered_at
 --   repeats  = handled visits followed by another contact of the same caller_hash on the same
---              queue (a queue visit of any outcome) whose arrival is after this visit's
+--              queue (a queue visit of any outcome but void) whose arrival is after this visit's
 --              answered_at and at most `days` days later (arrival <= answered_at + days: a repeat
 --              exactly N days later counts, one later does not). The later contact may arrive
 --              after `to`. An empty caller_hash (caller unknown) never counts as a repeat.
@@ -32,6 +32,7 @@ ASOF LEFT JOIN
     SELECT DISTINCT toString(queue_id) AS queue_id, caller_hash, arrival
     FROM contact_facts FINAL
     WHERE visit >= 1
+        AND outcome != 'void'
         AND caller_hash != ''
         AND arrival > {from:DateTime64(3, 'UTC')}
         AND arrival <= {to:DateTime64(3, 'UTC')} + toIntervalDay({days:UInt32})

@@ -38,6 +38,12 @@ VISIT_ENDS = {
     "ContactDisconnected": "disconnected",
     "CallbackCancelled": "callback_cancelled",
 }
+# Routing's corrections of a visit's outcome, read after the contact's end (telephony's time).
+REPLACES = ("ConnectionVoided", "OverflowVoided")
+CALLER_ENDS = (
+    intake_ev.ContactEndReason.CONTACT_END_REASON_CALLER,
+    intake_ev.ContactEndReason.CONTACT_END_REASON_UNSPECIFIED,
+)
 # The simulator's outcome of a visit, and the ones the system may record for it.
 AGREES = {
     "answered": {"answered"},
@@ -166,6 +172,19 @@ def _visits(contacts, routing: list[Envelope]) -> Check:
             visit = current.get(envelope.aggregate_id, 0)
             agent = getattr(event, "agent_id", "")
             ends[envelope.aggregate_id][visit].append((VISIT_ENDS[envelope.event_type], agent))
+        elif envelope.event_type in REPLACES:
+            # A correction: the visit's outcome as the end says, in place of its connection or
+            # overflow; an overflow's later visits never were.
+            visit = (
+                event.visit
+                if envelope.event_type == "OverflowVoided"
+                else current.get(envelope.aggregate_id, 0)
+            )
+            outcome = "abandoned" if event.end_reason in CALLER_ENDS else "disconnected"
+            visits = ends[envelope.aggregate_id]
+            visits[visit] = [(outcome, ""), *visits[visit][1:]]
+            for later in range(visit + 1, getattr(event, "last_visit", visit) + 1):
+                visits.pop(later, None)
     check = Check("visits")
     for contact in contacts:
         recorded = ends[contact.contact_id]

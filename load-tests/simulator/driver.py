@@ -652,6 +652,9 @@ class Simulation:
         request = intake_pb.EndContactRequest(
             request_id=self.request_id("end"), contact_id=contact.contact_id, reason=reason
         )
+        # Telephony's moment: the report may reach intake late (queued behind the one before it,
+        # or retried through an outage), and the contact's outcome is settled by when it ended.
+        request.ended_at.FromDatetime(contact.ended_at)
         self._report(contact, self.intake.EndContact, request)
 
     # Agents -------------------------------------------------------------------------------------

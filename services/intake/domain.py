@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 from callcenter.common.v1 import types_pb2
 from callcenter.intake.v1 import events_pb2 as ev
@@ -55,6 +55,8 @@ class Contact:
     language: str = ""
     started_at: datetime | None = None
     ended_at: datetime | None = None
+    # When intake recorded the contact's last report.
+    reported_at: datetime | None = None
     queue_id: str = ""
     agent_id: str = ""
     # The IVR choices in order, each "menu:selection".
@@ -160,9 +162,13 @@ class ReportTransfer:
 
 @dataclass(frozen=True)
 class EndContact:
+    """Telephony's end of the contact; ``ended_at`` is when it saw the end (None: ``now``, intake's clock)."""
+
     contact_id: str
     reason: int
     detail: str = ""
+    ended_at: datetime | None = None
+    now: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -238,18 +244,43 @@ def decide(contact: Contact, command: Command, vip_callers: frozenset[str] = fro
                     Stage.CONTACT_STAGE_CALLBACK_PENDING,
                 )
                 return []
-            return [
-                ev.ContactEnded(
-                    contact_id=contact.contact_id,
-                    reason=command.reason,
-                    detail=command.detail,
-                    agent_id=contact.agent_id,
-                )
-            ]
+            ended = ev.ContactEnded(
+                contact_id=contact.contact_id,
+                reason=command.reason,
+                detail=command.detail,
+                agent_id=contact.agent_id,
+            )
+            at = _ended_at(contact, command)
+            if at is not None:
+                ended.ended_at.FromDatetime(at)
+            return [ended]
         case RequestCallback():
             _require(contact, "called back instead of waiting", Stage.CONTACT_STAGE_QUEUED)
             return _callback(contact, command)
     raise InvalidArgument(f"intake has no report {type(command).__name__}")
+
+
+# How far ahead of intake's clock telephony's clock may be before its times are refused.
+CLOCK_SKEW = timedelta(seconds=5)
+
+
+def _ended_at(contact: Contact, command: EndContact) -> datetime | None:
+    """Telephony's moment of the end, within the contact's reported life: after its last recorded
+    report and not after intake's now (clocks differ by a little); refused when far ahead."""
+    if command.ended_at is None:
+        return None
+    at = command.ended_at
+    if command.now is not None:
+        if at > command.now + CLOCK_SKEW:
+            ahead = (at - command.now).total_seconds()
+            raise InvalidArgument(
+                f"ended_at {at.isoformat()} is {ahead:.1f} s after intake's clock (at most "
+                f"{CLOCK_SKEW.total_seconds():g} s): telephony's clock is wrong"
+            )
+        at = min(at, command.now)
+    if contact.reported_at is not None:
+        at = max(at, contact.reported_at)
+    return at
 
 
 def _check_arguments(command: Command) -> None:
@@ -421,7 +452,11 @@ def ended_by_routing(event_type: str, event: Message) -> EndContact | None:
 
 
 def evolve(contact: Contact, envelope: Envelope) -> Contact:
-    contact = replace(contact, version=envelope.aggregate_version)
+    contact = _evolve(contact, envelope)
+    return replace(contact, version=envelope.aggregate_version, reported_at=envelope.occurred_at)
+
+
+def _evolve(contact: Contact, envelope: Envelope) -> Contact:
     event = envelope.payload
     match envelope.event_type:
         case "ContactStarted":
@@ -464,7 +499,11 @@ def evolve(contact: Contact, envelope: Envelope) -> Contact:
             return replace(
                 contact,
                 stage=Stage.CONTACT_STAGE_ENDED,
-                ended_at=envelope.occurred_at,
+                ended_at=_at(event.ended_at) if event.HasField("ended_at") else envelope.occurred_at,
                 end_reason=event.reason,
             )
     return contact
+
+
+def _at(timestamp) -> datetime:
+    return timestamp.ToDatetime(UTC)

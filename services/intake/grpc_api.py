@@ -74,7 +74,13 @@ class IntakeServicer(service_pb2_grpc.IntakeServiceServicer):
         return pb.ReportTransferResponse(contact=self._run(request, context, command))
 
     def EndContact(self, request: pb.EndContactRequest, context) -> pb.EndContactResponse:
-        command = domain.EndContact(request.contact_id, request.reason, request.detail)
+        command = domain.EndContact(
+            request.contact_id,
+            request.reason,
+            request.detail,
+            ended_at=request.ended_at.ToDatetime(UTC) if request.HasField("ended_at") else None,
+            now=self._intake.now(),
+        )
         return pb.EndContactResponse(contact=self._run(request, context, command))
 
     def RequestCallback(self, request: pb.RequestCallbackRequest, context) -> pb.RequestCallbackResponse:

@@ -87,6 +87,7 @@ def contact_kind() -> AggregateKind[Contact]:
         evolve=domain.evolve,
         snapshot=encode,
         restore=decode,
+        state_version=2,
         closed=domain.closed,
     )
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from callcenter.agents.v1 import events_pb2 as agent_ev
@@ -34,6 +34,8 @@ Row = dict[str, Any]
 CONTACT, QUEUE_ENTRY, AGENT, QUEUE = "Contact", "QueueEntry", "Agent", "Queue"
 
 _END = intake_ev.ContactEndReason
+# The outcome of a visit that never was (an overflow routing decided after the caller had gone).
+VOID = "void"
 _STATE = agent_ev.AgentState
 
 
@@ -215,6 +217,8 @@ def _fold_intake(fold: ContactFold, envelope: Envelope) -> ContactFold:
                 hold_s=leg.hold_s + _held(leg, at),
             )  # fmt: skip
         case "ContactEnded":
+            # Telephony's moment of the end, when intake recorded one (a late report).
+            at = event.ended_at.ToDatetime(UTC) if event.HasField("ended_at") else at
             fold = replace(fold, ended_at=at, end_reason=enum_name(_END, event.reason, "CONTACT_END_REASON_"))
             for agent_id, leg in fold.legs.items():
                 if leg.answered_at is not None and leg.ended_at is None:
@@ -292,7 +296,34 @@ def _fold_routing(
         settled = replace(offer, ended_at=at, outcome=outcome)
         rest = {key: value for key, value in fold.offers.items() if key != event.offer_id}
         return replace(fold, offers=rest), [settled]
+    if kind == "OverflowVoided":
+        return replace(fold, visits=tuple(_unoverflowed(v, event) for v in fold.visits)), []
     return _with_visit(fold, lambda v: _end_visit(v, kind, event, at, skill_group_of)), []
+
+
+def _unoverflowed(visit: Visit, event: Any) -> Visit:
+    """The caller had gone before the overflow: the visit it was in ends as the end says, in place of
+    the overflow, and the visits after it up to ``last_visit`` are void (no visit at all)."""
+    if event.visit < visit.visit <= event.last_visit:
+        return replace(visit, answered_at=None, agent_id="", skill_group="", outcome=VOID)
+    if visit.visit != event.visit:
+        return visit
+    return replace(
+        visit,
+        answered_at=None,
+        agent_id="",
+        skill_group="",
+        ended_at=event.ended_at.ToDatetime(UTC),
+        wait_s=event.waited.ToTimedelta().total_seconds(),
+        outcome=_ended_outcome(event),
+    )
+
+
+def _ended_outcome(event: Any) -> str:
+    """A visit ended by the contact's end: abandoned (short or not) by the caller, else disconnected."""
+    if event.end_reason in (_END.CONTACT_END_REASON_CALLER, _END.CONTACT_END_REASON_UNSPECIFIED):
+        return "short_abandon" if event.short_abandon else "abandoned"
+    return "disconnected"
 
 
 def _end_visit(
@@ -329,10 +360,7 @@ def _end_visit(
             return replace(visit, ended_at=at, wait_s=live_wait, outcome="disconnected")
         case "ConnectionVoided":
             # The accept came after the contact had ended: the visit was not answered after all.
-            if event.end_reason in (_END.CONTACT_END_REASON_CALLER, _END.CONTACT_END_REASON_UNSPECIFIED):
-                outcome = "short_abandon" if event.short_abandon else "abandoned"
-            else:
-                outcome = "disconnected"
+            outcome = _ended_outcome(event)
             wait = event.waited.ToTimedelta().total_seconds()
             return replace(
                 visit,

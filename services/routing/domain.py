@@ -315,6 +315,8 @@ class Entry:
     # When the agent accepted the offer that connected this visit, and which offer it was.
     connected_at: datetime | None = None
     connected_offer_id: str = ""
+    # The visits this one follows by overflow, oldest first: (visit, queue id, entered at each).
+    overflowed_from: tuple[tuple[int, str, datetime], ...] = ()
 
     @property
     def open(self) -> bool:
@@ -602,18 +604,16 @@ class ContactGone:
     now: datetime
 
 
-def contact_ended(entry: Entry, command: ContactGone, queue: Queue | None) -> list[Message]:
+def contact_ended(entry: Entry, command: ContactGone, queues: Callable[[str], Queue | None]) -> list[Message]:
     """Intake's end of the contact. While an offer of it is open, the agent may already have taken it
     (routing reads the agents' topic apart from intake's, in any order): the end is noted, and the
-    visit closes on the agent's verdict (``offer_ended``), whichever of the two routing reads first."""
+    visit closes on the agent's verdict (``offer_ended``), whichever of the two routing reads first.
+    An end from before the overflow that opened this visit settles the visit the caller was in."""
     if command.reason == EndReason.CONTACT_END_REASON_CALLBACK_ACCEPTED:
         return []
-    if (
-        entry.status == Status.CONNECTED
-        and entry.connected_at is not None
-        and command.now < entry.connected_at
-    ):
-        return [_voided(entry, EndNoted(command.reason, command.detail, command.now), queue)]
+    end = EndNoted(command.reason, command.detail, command.now)
+    if entry.status == Status.CONNECTED and entry.connected_at is not None and end.at < entry.connected_at:
+        return [_voided(entry, end, queues), *_overflows_voided(entry, end, queues)]
     if not entry.open or entry.ended is not None:
         return []
     if entry.offer is not None:
@@ -628,11 +628,45 @@ def contact_ended(entry: Entry, command: ContactGone, queue: Queue | None) -> li
         noted.ended_at.FromDatetime(command.now)
         return [noted]
     ringing = entry.status == Status.OFFERED  # the agent answered "the contact ended" before intake did
-    return _visit_ends(entry, EndNoted(command.reason, command.detail, command.now), queue, ringing)
+    return _ends(entry, end, queues, ringing)
 
 
-def _voided(entry: Entry, end: EndNoted, queue: Queue | None) -> Message:
+def _ends(entry: Entry, end: EndNoted, queues: Callable[[str], Queue | None], ringing: bool) -> list[Message]:
+    """The events that close the visit on the contact's end: this visit's, or, when the end came
+    before the overflow that opened it, the earlier visit's."""
+    return _overflows_voided(entry, end, queues) or _visit_ends(entry, end, queues(entry.queue_id), ringing)
+
+
+def _overflows_voided(entry: Entry, end: EndNoted, queues: Callable[[str], Queue | None]) -> list[Message]:
+    """The caller was gone before routing overflowed the contact (the end, timed by telephony, read
+    after a late timer): the visit it was in ends as the end says, and the later ones are void."""
+    if end.at >= entry.entered_at or not entry.overflowed_from:
+        return []
+    earlier = [left for left in entry.overflowed_from if left[2] <= end.at] or [entry.overflowed_from[0]]
+    visit, queue_id, entered_at = earlier[-1]
+    waited = max(end.at - entered_at, timedelta(0))
+    voided = ev.OverflowVoided(
+        contact_id=entry.contact_id,
+        visit=visit,
+        queue_id=queue_id,
+        last_visit=entry.visit,
+        end_reason=end.reason,
+        short_abandon=end.reason in _CALLER_ENDS and waited < _short_abandon(queues(queue_id)),
+    )
+    voided.ended_at.FromDatetime(end.at)
+    voided.waited.FromTimedelta(waited)
+    return [voided]
+
+
+def _short_abandon(queue: Queue | None) -> timedelta:
+    if queue is not None and queue.exists:
+        return queue.config.short_abandon_threshold.ToTimedelta()
+    return DEFAULT_SHORT_ABANDON
+
+
+def _voided(entry: Entry, end: EndNoted, queues: Callable[[str], Queue | None]) -> Message:
     """The visit connected by an accept that came after the contact had ended: it was not answered."""
+    queue = queues(entry.queue_id)
     [ended] = _visit_ends(replace(entry, is_callback=False), end, queue, ringing=True)
     voided = ev.ConnectionVoided(
         contact_id=entry.contact_id,
@@ -666,16 +700,11 @@ def _visit_ends(entry: Entry, end: EndNoted, queue: Queue | None, ringing: bool)
                 f"{': ' + end.detail if end.detail else ''})",
             )
         ]
-    threshold = (
-        queue.config.short_abandon_threshold.ToTimedelta()
-        if queue is not None and queue.exists
-        else DEFAULT_SHORT_ABANDON
-    )
     abandoned = ev.ContactAbandoned(
         contact_id=entry.contact_id,
         queue_id=entry.queue_id,
         stage=ev.AbandonStage.ABANDON_STAGE_RINGING if ringing else ev.AbandonStage.ABANDON_STAGE_QUEUED,
-        short_abandon=waited < threshold,
+        short_abandon=waited < _short_abandon(queue),
     )
     abandoned.waited.FromTimedelta(waited)
     return [abandoned]
@@ -778,10 +807,10 @@ class OfferEnded:
     refused: bool = False
 
 
-def offer_ended(entry: Entry, command: OfferEnded, queue: Queue | None) -> list[Message]:
+def offer_ended(entry: Entry, command: OfferEnded, queues: Callable[[str], Queue | None]) -> list[Message]:
     if entry.offer is None or entry.offer.offer_id != command.offer_id:
         return []  # an offer routing no longer waits on (a redelivery, or one already settled)
-    events = _offer_outcome(entry, command, queue)
+    events = _offer_outcome(entry, command, queues(entry.queue_id))
     if entry.ended is None:
         return events
     accepted = isinstance(events[0], ev.OfferAccepted)
@@ -790,7 +819,7 @@ def offer_ended(entry: Entry, command: OfferEnded, queue: Queue | None) -> list[
     # The contact ended while this offer was open and the agent did not take it before: the visit
     # ends as the end says. (An accept after the end came too late: no ContactConnected.)
     still_ringing = accepted or command.refused or command.now >= entry.ended.at
-    return [events[0], *_visit_ends(entry, entry.ended, queue, still_ringing)]
+    return [events[0], *_ends(entry, entry.ended, queues, still_ringing)]
 
 
 def _offer_outcome(entry: Entry, command: OfferEnded, queue: Queue | None) -> list[Message]:
@@ -891,6 +920,7 @@ def evolve_entry(entry: Entry, envelope: Envelope) -> Entry:
                 last_agent_id=entry.last_agent_id,
                 hops=entry.hops,
                 correlation_id=entry.correlation_id or envelope.correlation_id,
+                overflowed_from=entry.overflowed_from if entry.outcome == "overflowed" else (),
             )
         case "QueueJoinRefused":
             return replace(
@@ -952,7 +982,25 @@ def evolve_entry(entry: Entry, envelope: Envelope) -> Entry:
                 next_step_at=_at(event.next_step_at) if event.HasField("next_step_at") else None,
             )
         case "ContactOverflowed":
-            return replace(entry, status=Status.LEFT, outcome="overflowed", hops=entry.hops + 1, ended_at=at)
+            return replace(
+                entry,
+                status=Status.LEFT,
+                outcome="overflowed",
+                hops=entry.hops + 1,
+                ended_at=at,
+                overflowed_from=(*entry.overflowed_from, (entry.visit, entry.queue_id, entry.entered_at)),
+            )
+        case "OverflowVoided":
+            outcome = "abandoned" if event.end_reason in _CALLER_ENDS else "disconnected"
+            return replace(
+                entry,
+                status=Status.LEFT,
+                outcome=outcome,
+                offer=None,
+                connected_at=None,
+                ended_at=_at(event.ended_at),
+                overflowed_from=(),
+            )
         case "ContactAbandoned":
             return replace(entry, status=Status.LEFT, outcome="abandoned", ended_at=at)
         case "CallbackOffered":

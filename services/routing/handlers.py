@@ -52,6 +52,7 @@ def kinds() -> list[AggregateKind[Any]]:
             deadlines=domain.entry_deadlines,
             snapshot=entry_codec[0],
             restore=entry_codec[1],
+            state_version=2,
             closed=domain.entry_closed,
         ),
         AggregateKind.table(SEAT, Seat, SEATS_TOPIC, *seat_codec),
@@ -311,13 +312,15 @@ class RoutingService:
                     tx, event.contact_id, envelope, lambda entry: domain.join(entry, command, self.board)
                 )
             case "ContactEnded":
-                # When it ended, not when routing heard: routing may read intake's topic late.
-                gone = domain.ContactGone(event.contact_id, event.reason, event.detail, envelope.occurred_at)
+                # When it ended, not when routing heard: routing may read intake's topic late, and
+                # intake may have recorded the end late (telephony's time, when it gave one).
+                at = event.ended_at.ToDatetime(UTC) if event.HasField("ended_at") else envelope.occurred_at
+                gone = domain.ContactGone(event.contact_id, event.reason, event.detail, at)
                 self._decide(
                     tx,
                     event.contact_id,
                     envelope,
-                    lambda entry: domain.contact_ended(entry, gone, self.board.queue(entry.queue_id)),
+                    lambda entry: domain.contact_ended(entry, gone, self.board.queue),
                 )
             case "CallbackRequested":
                 callback = domain.RequestCallback(
@@ -379,7 +382,7 @@ class RoutingService:
             tx,
             ended.contact_id,
             envelope,
-            lambda entry: domain.offer_ended(entry, ended, self.board.queue(entry.queue_id)),
+            lambda entry: domain.offer_ended(entry, ended, self.board.queue),
         )
 
     def _empty_queues_leave(self, tx: Transaction, cause: Cause) -> None:

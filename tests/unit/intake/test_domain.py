@@ -403,6 +403,36 @@ def test_a_caller_who_hangs_up_in_the_queue_ends_without_an_agent() -> None:
     assert ended.agent_id == ""
 
 
+def test_an_end_reported_late_keeps_telephonys_moment_within_the_contacts_reported_life() -> None:
+    contact = queued()  # every report recorded at T0
+    now = T0 + timedelta(minutes=2)
+
+    def end_at(at: datetime) -> datetime:
+        command = domain.EndContact("c-1", END.CONTACT_END_REASON_CALLER, ended_at=at, now=now)
+        [ended] = domain.decide(contact, command)
+        assert fold(contact, [ended], at=now).ended_at == ended.ended_at.ToDatetime(UTC)
+        return ended.ended_at.ToDatetime(UTC)
+
+    assert end_at(T0 + timedelta(seconds=40)) == T0 + timedelta(seconds=40), "the caller left then"
+    assert end_at(now + timedelta(seconds=3)) == now, "a clock a little ahead"
+    assert end_at(T0 - timedelta(seconds=2)) == T0, "not before the last recorded report"
+
+
+def test_an_end_far_ahead_of_intakes_clock_is_refused_naming_ended_at() -> None:
+    command = domain.EndContact(
+        "c-1", END.CONTACT_END_REASON_CALLER, ended_at=T0 + timedelta(hours=1), now=T0
+    )
+    with pytest.raises(InvalidArgument, match=r"ended_at .* is 3600\.0 s after intake's clock"):
+        domain.decide(queued(), command)
+
+
+def test_an_end_without_telephonys_time_is_when_intake_records_it() -> None:
+    [ended] = domain.decide(queued(), domain.EndContact("c-1", END.CONTACT_END_REASON_CALLER, now=T0))
+
+    assert not ended.HasField("ended_at")
+    assert fold(queued(), [ended], at=T0 + timedelta(seconds=9)).ended_at == T0 + timedelta(seconds=9)
+
+
 def test_an_end_needs_a_reason() -> None:
     with pytest.raises(InvalidArgument, match="an end reason is required"):
         domain.decide(talking(), domain.EndContact("c-1", END.CONTACT_END_REASON_UNSPECIFIED))

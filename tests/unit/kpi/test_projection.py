@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from services.kpi.projection import (
+    VOID,
     AgentFold,
     ContactFold,
     Row,
@@ -225,6 +226,38 @@ def test_an_overflow_ends_the_first_visit_and_the_second_queue_answers() -> None
         100.0,
         t(175),
     )
+
+
+def test_an_end_from_before_a_late_overflow_makes_the_first_visit_an_abandon_and_the_next_void() -> None:
+    c, e, events = arrived_and_queued()
+    overflow = routing_ev.ContactOverflowed(
+        contact_id="c-1", from_queue_id="billing", to_queue_id="overflow", waited=duration(90)
+    )
+    gone = ended("c-1")
+    gone.ended_at.FromDatetime(t(40))  # telephony's moment; intake recorded it at 100 s
+    voided = routing_ev.OverflowVoided(
+        contact_id="c-1",
+        visit=1,
+        queue_id="billing",
+        last_visit=2,
+        end_reason=END.CONTACT_END_REASON_CALLER,
+        waited=duration(34),
+    )
+    voided.ended_at.FromDatetime(t(40))
+    events += [
+        e.at(96, overflow),
+        e.at(96, queued("c-1", "overflow", visit=2)),
+        e.at(97, offered("c-1", "overflow", "a-2", "o-1")),
+        c.at(100, gone),
+        e.at(101, voided),
+    ]
+
+    rows = visits(events)
+
+    first, second = rows[1], rows[2]
+    assert (first["outcome"], first["wait_s"], first["ended_at"]) == ("abandoned", 34.0, t(40))
+    assert (second["outcome"], second["agent_id"], second["answered_at"]) == (VOID, "", None)
+    assert rows[0]["ended_at"] == t(40), "the contact ended when telephony saw it end"
 
 
 def test_a_callback_waits_only_until_it_is_scheduled_and_is_answered_when_the_agent_reaches_the_caller() -> (

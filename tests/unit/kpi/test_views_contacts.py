@@ -270,6 +270,25 @@ def test_an_older_version_of_a_visit_does_not_count(embedded_kpi_store: KpiStore
     assert project([row], "offered", "handled", "abandoned") == [{"offered": 1, "handled": 0, "abandoned": 1}]
 
 
+def test_a_void_visit_counts_nowhere(embedded_kpi_store: KpiStore) -> None:
+    # The caller had gone before routing overflowed c1 from sales to spill: spill's visit never was.
+    embedded_kpi_store.insert(
+        "contact_facts",
+        [
+            queue_visit("c1", version=5, outcome="abandoned", wait_s=40.0),
+            queue_visit("c1", visit=2, version=5, queue_id="spill", outcome="void"),
+            queue_visit("c2", queue_id="spill", outcome="abandoned", wait_s=10.0),
+        ],
+    )
+
+    rows = contacts(embedded_kpi_store)
+
+    assert project(rows, "key", "offered", "abandoned", "overflowed") == [
+        {"key": "sales", "offered": 1, "abandoned": 1, "overflowed": 0},
+        {"key": "spill", "offered": 1, "abandoned": 1, "overflowed": 0},
+    ]
+
+
 def test_visits_count_in_the_interval_of_their_queue_entry(embedded_kpi_store: KpiStore) -> None:
     embedded_kpi_store.insert(
         "contact_facts",

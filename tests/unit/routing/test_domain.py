@@ -311,12 +311,12 @@ def test_a_caller_hanging_up_while_queued_or_ringing_is_an_abandon_short_ones_ma
     quick = domain.ContactGone(
         "c-1", domain.EndReason.CONTACT_END_REASON_CALLER, "", T0 + timedelta(seconds=3)
     )
-    [abandoned] = domain.contact_ended(entry, quick, look.queue("billing"))
+    [abandoned] = domain.contact_ended(entry, quick, look.queue)
     assert (abandoned.stage, abandoned.short_abandon) == (ev.AbandonStage.ABANDON_STAGE_QUEUED, True)
 
     ringing = replace(entry, status=Status.OFFERED)
     later = replace(quick, now=T0 + timedelta(seconds=40))
-    [abandoned] = domain.contact_ended(ringing, later, look.queue("billing"))
+    [abandoned] = domain.contact_ended(ringing, later, look.queue)
     assert (abandoned.stage, abandoned.short_abandon) == (ev.AbandonStage.ABANDON_STAGE_RINGING, False)
 
 
@@ -332,7 +332,7 @@ def test_a_callback_keeps_the_place_and_is_not_an_abandon_when_the_caller_hangs_
     assert not entry.routable(T0 + timedelta(minutes=4))
     assert entry.routable(T0 + timedelta(minutes=5))
     hung_up = domain.ContactGone("c-1", domain.EndReason.CONTACT_END_REASON_CALLBACK_ACCEPTED, "", T0)
-    assert domain.contact_ended(entry, hung_up, look.queue("billing")) == []
+    assert domain.contact_ended(entry, hung_up, look.queue) == []
 
 
 def test_a_contact_refused_at_a_full_queue_can_still_ask_for_a_callback() -> None:
@@ -379,7 +379,7 @@ def test_an_accepted_offer_connects_the_contact_with_its_wait() -> None:
         T0 + timedelta(seconds=9),
     )
 
-    events = domain.offer_ended(entry, accepted, look.queue("billing"))
+    events = domain.offer_ended(entry, accepted, look.queue)
 
     assert [type(e).__name__ for e in events] == ["OfferAccepted", "ContactConnected"]
     assert events[1].waited.seconds == 9
@@ -393,7 +393,7 @@ def test_a_rejected_offer_puts_the_contact_back_and_skips_that_agent_for_the_rej
         "c-1", "a-1", entry.offer.offer_id, domain.Outcome.OFFER_OUTCOME_REJECTED, "busy", T0
     )
 
-    entry = fold(entry, domain.offer_ended(entry, rejected, look.queue("billing")))
+    entry = fold(entry, domain.offer_ended(entry, rejected, look.queue))
 
     assert (entry.status, entry.offer) == (Status.WAITING, None)
     assert entry.skipped("a-1", T0 + timedelta(seconds=29))
@@ -404,7 +404,7 @@ def test_an_offer_outcome_for_another_offer_changes_nothing() -> None:
     look = board(queue())
     entry = _offered(look)
     stale = domain.OfferEnded("c-1", "a-1", "another-offer", domain.Outcome.OFFER_OUTCOME_ACCEPTED, "", T0)
-    assert domain.offer_ended(entry, stale, look.queue("billing")) == []
+    assert domain.offer_ended(entry, stale, look.queue) == []
 
 
 def test_the_caller_hanging_up_while_it_rings_waits_for_the_agents_verdict_then_is_an_abandon() -> None:
@@ -413,7 +413,7 @@ def test_the_caller_hanging_up_while_it_rings_waits_for_the_agents_verdict_then_
     gone = domain.ContactGone(
         "c-1", domain.EndReason.CONTACT_END_REASON_CALLER, "", T0 + timedelta(seconds=8)
     )
-    [noted] = domain.contact_ended(entry, gone, look.queue("billing"))
+    [noted] = domain.contact_ended(entry, gone, look.queue)
     entry = fold(entry, [noted])
     assert isinstance(noted, ev.ContactEndedWhileOffered)
     assert (noted.agent_id, noted.ended_at.ToDatetime(UTC)) == ("a-1", T0 + timedelta(seconds=8))
@@ -431,7 +431,7 @@ def test_the_caller_hanging_up_while_it_rings_waits_for_the_agents_verdict_then_
         "gone",
         T0 + timedelta(seconds=9),
     )
-    events = domain.offer_ended(entry, withdrawn, look.queue("billing"))
+    events = domain.offer_ended(entry, withdrawn, look.queue)
     entry = fold(entry, events)
     assert [type(e).__name__ for e in events] == ["OfferWithdrawn", "ContactAbandoned"]
     assert events[1].stage == ev.AbandonStage.ABANDON_STAGE_RINGING
@@ -445,7 +445,7 @@ def test_an_accept_read_after_the_contacts_end_still_makes_the_visit_answered() 
     gone = domain.ContactGone(
         "c-1", domain.EndReason.CONTACT_END_REASON_AGENT, "", T0 + timedelta(seconds=40)
     )
-    entry = fold(entry, domain.contact_ended(entry, gone, look.queue("billing")))
+    entry = fold(entry, domain.contact_ended(entry, gone, look.queue))
 
     accepted = domain.OfferEnded(
         "c-1",
@@ -455,7 +455,7 @@ def test_an_accept_read_after_the_contacts_end_still_makes_the_visit_answered() 
         "",
         T0 + timedelta(seconds=7),
     )
-    events = domain.offer_ended(entry, accepted, look.queue("billing"))
+    events = domain.offer_ended(entry, accepted, look.queue)
 
     assert [type(e).__name__ for e in events] == ["OfferAccepted", "ContactConnected"]
     assert events[1].waited.ToTimedelta() == timedelta(seconds=7), (
@@ -470,7 +470,7 @@ def test_a_rejection_before_the_end_makes_the_end_an_abandon_in_the_queue() -> N
     gone = domain.ContactGone(
         "c-1", domain.EndReason.CONTACT_END_REASON_CALLER, "", T0 + timedelta(seconds=30)
     )
-    entry = fold(entry, domain.contact_ended(entry, gone, look.queue("billing")))
+    entry = fold(entry, domain.contact_ended(entry, gone, look.queue))
 
     rejected = domain.OfferEnded(
         "c-1",
@@ -480,7 +480,7 @@ def test_a_rejection_before_the_end_makes_the_end_an_abandon_in_the_queue() -> N
         "busy",
         T0 + timedelta(seconds=6),
     )
-    events = domain.offer_ended(entry, rejected, look.queue("billing"))
+    events = domain.offer_ended(entry, rejected, look.queue)
 
     assert [type(e).__name__ for e in events] == ["OfferRejected", "ContactAbandoned"]
     assert events[1].stage == ev.AbandonStage.ABANDON_STAGE_QUEUED
@@ -493,7 +493,7 @@ def test_a_telephony_end_heard_while_it_rang_is_a_disconnect_once_the_offer_is_s
     gone = domain.ContactGone(
         "c-1", domain.EndReason.CONTACT_END_REASON_SYSTEM, "trunk down", T0 + timedelta(seconds=9)
     )
-    entry = fold(entry, domain.contact_ended(entry, gone, look.queue("billing")))
+    entry = fold(entry, domain.contact_ended(entry, gone, look.queue))
     timed_out = domain.OfferEnded(
         "c-1",
         "a-1",
@@ -503,7 +503,7 @@ def test_a_telephony_end_heard_while_it_rang_is_a_disconnect_once_the_offer_is_s
         T0 + timedelta(seconds=25),
     )
 
-    events = domain.offer_ended(entry, timed_out, look.queue("billing"))
+    events = domain.offer_ended(entry, timed_out, look.queue)
 
     assert [type(e).__name__ for e in events] == ["OfferTimedOut", "ContactDisconnected"]
     assert "trunk down" in events[1].reason
@@ -639,3 +639,107 @@ def test_a_seat_follows_the_agent_through_a_contact_and_counts_its_day() -> None
     assert domain.seat_after(current, _agent_event(changes[1], 2)) == current, (
         "an event applied twice counts once"
     )
+
+
+# An end read after a late overflow ------------------------------------------------------------------
+
+
+def _overflowed_late(look: FakeBoard) -> Entry:
+    """Queued at T0 in billing (maximum wait 60 s, overflow to spill); routing fires the maximum wait
+    only at T0+90 s (it could not write before), and the contact is in spill from then."""
+    entry = joined(look)
+    late = T0 + timedelta(seconds=90)
+    events = domain.on_deadline(entry, Deadline("max_wait", entry.max_wait_at), late, look)
+    assert [type(e).__name__ for e in events] == ["ContactOverflowed", "ContactQueued"]
+    return fold(entry, events, at=late)
+
+
+def _spilling() -> FakeBoard:
+    overflow = {"fallback": ev.FallbackOutcome.FALLBACK_OUTCOME_OVERFLOW, "fallback_queue_id": "spill"}
+    return board(
+        queue(max_wait={"seconds": 60}, **overflow), queue("spill", short_abandon_threshold={"seconds": 3})
+    )
+
+
+def _verdict(entry: Entry, outcome: int, seconds: float) -> domain.OfferEnded:
+    return domain.OfferEnded("c-1", "a-1", entry.offer.offer_id, outcome, "", T0 + timedelta(seconds=seconds))
+
+
+def _gone(seconds: float, reason=domain.EndReason.CONTACT_END_REASON_CALLER) -> domain.ContactGone:
+    return domain.ContactGone("c-1", reason, "", T0 + timedelta(seconds=seconds))
+
+
+def test_an_end_from_before_a_late_overflow_settles_the_visit_the_caller_was_in() -> None:
+    look = _spilling()
+    entry = _overflowed_late(look)
+    assert (entry.queue_id, entry.visit, entry.status) == ("spill", 2, Status.WAITING)
+
+    [voided] = domain.contact_ended(entry, _gone(40), look.queue)
+
+    assert isinstance(voided, ev.OverflowVoided)
+    assert (voided.visit, voided.queue_id, voided.last_visit) == (1, "billing", 2)
+    assert (voided.waited.ToTimedelta(), voided.short_abandon) == (timedelta(seconds=40), False)
+    assert voided.ended_at.ToDatetime(UTC) == T0 + timedelta(seconds=40)
+    entry = fold(entry, [voided], at=T0 + timedelta(seconds=95))
+    assert (entry.status, entry.outcome, domain.entry_closed(entry)) == (Status.LEFT, "abandoned", True)
+
+
+def test_an_end_after_the_overflow_is_an_abandon_in_the_queue_it_overflowed_to() -> None:
+    look = _spilling()
+    entry = _overflowed_late(look)
+
+    [abandoned] = domain.contact_ended(entry, _gone(92), look.queue)
+
+    assert isinstance(abandoned, ev.ContactAbandoned)
+    assert (abandoned.queue_id, abandoned.short_abandon) == ("spill", True), "spill's own threshold"
+
+
+def test_a_telephony_end_before_the_overflow_is_a_disconnect_of_the_first_visit() -> None:
+    look = _spilling()
+    entry = _overflowed_late(look)
+
+    [voided] = domain.contact_ended(entry, _gone(2, domain.EndReason.CONTACT_END_REASON_SYSTEM), look.queue)
+
+    assert (voided.visit, voided.short_abandon) == (1, False), "only a caller's end is an abandon"
+    assert fold(entry, [voided]).outcome == "disconnected"
+
+
+def test_an_end_from_before_the_overflow_heard_while_spill_rings_waits_for_the_verdict() -> None:
+    look = _spilling()
+    entry = _overflowed_late(look)
+    match = domain.Match("c-1", "a-1", (), domain.Requirement({}))
+    entry = fold(entry, domain.offer(entry, match, look.queue("spill"), T0 + timedelta(seconds=91)))
+
+    [noted] = domain.contact_ended(entry, _gone(40), look.queue)
+    entry = fold(entry, [noted])
+    rang_out = _verdict(entry, domain.Outcome.OFFER_OUTCOME_TIMED_OUT, 99)
+    events = domain.offer_ended(entry, rang_out, look.queue)
+
+    assert [type(e).__name__ for e in events] == ["OfferTimedOut", "OverflowVoided"]
+    assert (events[1].visit, events[1].last_visit) == (1, 2)
+
+
+def test_an_accept_in_spill_after_the_caller_had_gone_voids_the_connection_and_the_overflow() -> None:
+    look = _spilling()
+    entry = _overflowed_late(look)
+    match = domain.Match("c-1", "a-1", (), domain.Requirement({}))
+    entry = fold(entry, domain.offer(entry, match, look.queue("spill"), T0 + timedelta(seconds=91)))
+    accepted = _verdict(entry, domain.Outcome.OFFER_OUTCOME_ACCEPTED, 93)
+    entry = fold(entry, domain.offer_ended(entry, accepted, look.queue))
+    assert entry.status == Status.CONNECTED
+
+    events = domain.contact_ended(entry, _gone(40), look.queue)
+
+    assert [type(e).__name__ for e in events] == ["ConnectionVoided", "OverflowVoided"]
+    assert events[0].agent_id == "a-1", "the agents service frees the agent"
+    assert fold(entry, events).outcome == "abandoned"
+
+
+def test_a_transfer_after_an_answer_keeps_no_overflow_to_void() -> None:
+    look = _spilling()
+    entry = _overflowed_late(look)
+    entry = replace(entry, outcome="answered", status=Status.CONNECTED)
+    rejoined = domain.join(entry, domain.Join("c-1", "billing", VOICE, T0 + timedelta(seconds=200)), look)
+    entry = fold(entry, rejoined)
+
+    assert entry.overflowed_from == ()
