@@ -699,7 +699,10 @@ def _wait_exit(system: System, name: str, timeout_s: float) -> float | None:
 
 
 def _seconds(value: float | None) -> str:
-    return "none within 2 min" if value is None else f"{value:.2f} s"
+    """A recovery time; a recovery that did not come fails the scenario (the service did not resume)."""
+    if value is None:
+        raise AssertionError("no recovery: nothing within 2 min")
+    return f"{value:.2f} s"
 
 
 def _summary(check: Check) -> str:

@@ -11,13 +11,14 @@ from datetime import UTC, datetime, timedelta
 
 from callcenter.intake.v1 import events_pb2 as intake_events
 from callcenter.routing.v1 import events_pb2 as routing_events
+from google.protobuf.message import Message
 
 from services.intake import domain
 from services.intake.domain import Command, Contact, Party
 from services.platform.codec import dataclass_codec
 from services.platform.envelope import Cause, Envelope, EventRegistry
 from services.platform.errors import DomainError, NotFound, Overloaded
-from services.platform.eventstore import AggregateKind, EventStore, Transaction
+from services.platform.eventstore import AggregateKind, EventStore, Loaded, Transaction
 from services.platform.privacy import pseudonymise
 from services.platform.requests import Request
 from services.platform.settings import IntakeSettings, PrivacySettings
@@ -133,16 +134,22 @@ class IntakeService:
                 command = replace(command, contact_id=contact_id_for(request.request_id))
             self._admit(command.contact_id)
         vips = self._settings.vip_caller_hashes
-        before = self._store.load(KIND, command.contact_id).state.queue_id
-        loaded = self._store.execute(
-            request, KIND, command.contact_id, lambda contact: domain.decide(contact.state, command, vips)
-        )
+        asked = False
+
+        def decide(contact: Loaded[Contact]) -> list[Message]:
+            nonlocal asked
+            events = domain.decide(contact.state, command, vips)
+            asked = any(isinstance(event, intake_events.RoutingRequested) for event in events)
+            return events
+
+        loaded = self._store.execute(request, KIND, command.contact_id, decide)
         if not loaded.exists:
             raise NotFound(f"contact {command.contact_id} is not known (never started, or ended long ago)")
-        contact = loaded.state
-        if contact.stage == domain.Stage.CONTACT_STAGE_QUEUED and contact.queue_id != before:
-            self.backlog.requested(contact.contact_id)
-        return contact
+        # Only the call that wrote a routing request waits for routing's answer: a retry, or a twin
+        # that waited for the first, returns the first's result and asks routing nothing.
+        if asked:
+            self.backlog.requested(command.contact_id)
+        return loaded.state
 
     def _admit(self, contact_id: str) -> None:
         """A new contact is refused at once while routing is far behind: the contacts already in the

@@ -466,6 +466,17 @@ def test_while_routing_is_far_behind_new_contacts_are_refused_and_those_in_the_c
     assert intake.start("c-2", request_id="start-2").contact_id == "c-2"
 
 
+def test_a_retried_routing_request_after_routings_answer_leaves_nothing_waiting(intake: Intake) -> None:
+    intake.start("c-1")
+    intake.select("c-1")
+    intake.publish_routing(routing_ev.ContactQueued(contact_id="c-1", queue_id="billing", visit=1))
+
+    intake.select("c-1")  # the adapter retries (its first answer was lost): the first's result again
+    intake.clock.now += timedelta(minutes=5)
+
+    assert intake.start("c-2", request_id="start-2").contact_id == "c-2", "not refused as at capacity"
+
+
 def test_routings_answer_read_before_its_request_is_recorded_leaves_nothing_waiting() -> None:
     clock = Clock()
     backlog = RoutingBacklog(clock)
