@@ -421,6 +421,12 @@ def rebuild(run: Run) -> None:
     facts = sum(len(rows) for name, rows in before.items() if name in FACT_TABLES)
     if after != before:
         differ = [name for name in before if before[name] != after.get(name)]
+        for name in differ:
+            was, now = set(before[name]), set(after.get(name, []))
+            for row in sorted(was - now)[:3]:
+                print(f"    {name} before only: {row}", flush=True)
+            for row in sorted(now - was)[:3]:
+                print(f"    {name} rebuilt only: {row}", flush=True)
         raise AssertionError(f"the rebuilt KPIs differ in {differ}")
     took, rows = time.monotonic() - began, len(before["kpi_contacts"])
     run.say(f"{facts} facts and {rows} queue KPI rows rebuilt from the log in {took:.0f} s, equal to before")
