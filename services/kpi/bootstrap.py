@@ -15,7 +15,9 @@ from services.platform.settings import Settings
 
 def bootstrap(settings: Settings, adapters: Adapters, facts: KpiStore) -> Context[KpiService]:
     store = open_store(settings, adapters, "kpi", None, registry(), kinds())
-    projector = KpiProjector(store, facts, adapters.clock, retention=settings.store.forget_closed_after)
+    projector = KpiProjector(
+        store, facts, lambda: runner.read_horizon(), retention=settings.store.forget_closed_after
+    )
     kpis = KpiService(facts, projector.board, adapters.clock)
     runner = reactions(
         settings, adapters, "kpi", REACTS_TO, store, projector.project, after_batch=projector.flush

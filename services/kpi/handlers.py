@@ -90,12 +90,15 @@ class KpiProjector:
         self,
         store: EventStore,
         sink: FactSink,
-        clock: Callable[[], datetime],
+        read_horizon: Callable[[], datetime | None],
         retention: timedelta = timedelta(hours=1),
     ) -> None:
+        """``read_horizon`` is the consumer's (``Source.read_horizon``): a fold is forgotten once every
+        topic has been read that far past its end, not by the clock, so a rebuild or a lagging
+        topic never forgets a contact whose agents' events are still unread."""
         self._store = store
         self._sink = sink
-        self._clock = clock
+        self._read_horizon = read_horizon
         self._retention = retention
         self._batch: _Batch | None = None
         self.board = LiveBoard()
@@ -185,7 +188,9 @@ class KpiProjector:
 
     def _forget_ended(self, tx: Transaction) -> None:
         """Drop the folds of contacts over for longer than the retention (a wrap-up left open: twice)."""
-        now, wrapping = self._clock(), []
+        now, wrapping = self._read_horizon(), []
+        if now is None:
+            return
         while self._ended:
             contact_id, ended_at = next(iter(self._ended.items()))
             if ended_at > now - self._retention:

@@ -15,6 +15,7 @@ import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from opentelemetry import metrics, trace
@@ -63,6 +64,15 @@ class Source(ABC):
     @abstractmethod
     def rewind(self, records: Sequence[LogRecord]) -> None:
         """Read these records again from the next poll on (of the partitions this member still owns)."""
+
+    @abstractmethod
+    def read_horizon(self) -> datetime | None:
+        """A moment before which every record of this member's partitions has been read: now for a
+        partition read to its end, else the newest record's time read from it (the earliest over
+        the partitions); None while a partition has told neither, or the member owns none.
+
+        Topics are read at their own pace, so an event read is no sign that the events of other
+        topics from before it have been read: a reaction that forgets by time asks this."""
 
     @abstractmethod
     def close(self) -> None: ...
@@ -142,6 +152,10 @@ class ConsumerRunner:
     def close(self) -> None:
         """Leave the consumer group; what was not committed is read again by the next member."""
         self._source.close()
+
+    def read_horizon(self) -> datetime | None:
+        """The source's ``read_horizon``: every event from before it has been read."""
+        return self._source.read_horizon()
 
     def run_once(self, stop: threading.Event | None = None) -> int:
         """Poll one batch and see it through (retrying as needed); returns how many records it held."""

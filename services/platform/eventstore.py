@@ -159,6 +159,7 @@ class LogRecord:
     key: bytes | None
     value: bytes | None
     headers: tuple[tuple[str, bytes], ...] = ()
+    written_at: datetime | None = None  # the record's timestamp: when its producer wrote it
 
 
 @dataclass(frozen=True, slots=True)

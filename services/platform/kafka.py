@@ -23,11 +23,13 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from callcenter.common.v1 import snapshot_pb2
 from confluent_kafka import (
     OFFSET_BEGINNING,
+    TIMESTAMP_NOT_AVAILABLE,
     Consumer,
     KafkaError,
     KafkaException,
@@ -111,6 +113,7 @@ def consumer_config(kafka: KafkaSettings, group_id: str, **extra: Any) -> dict[s
 
 
 def _record(message: Message) -> LogRecord:
+    kind, ms = message.timestamp()
     return LogRecord(
         message.topic(),
         message.partition(),
@@ -118,6 +121,7 @@ def _record(message: Message) -> LogRecord:
         message.key(),
         message.value(),
         tuple(message.headers() or ()),
+        datetime.fromtimestamp(ms / 1000, UTC) if kind != TIMESTAMP_NOT_AVAILABLE else None,
     )
 
 
@@ -560,11 +564,13 @@ class KafkaSource(Source):
         self, kafka: KafkaSettings, group_id: str, topics: Sequence[str], instance_id: str | None = None
     ) -> None:
         extra = {"group.instance.id": instance_id} if instance_id else {}
-        self._config = consumer_config(kafka, group_id, **extra)
+        self._config = consumer_config(kafka, group_id, **{"enable.partition.eof": True, **extra})
         self._topics = list(topics)
         self._consumer = self._join()
         self._name = group_id
         self._rejoined: deque[float] = deque(maxlen=self.REJOINS)
+        self._newest: dict[tuple[str, int], datetime] = {}  # since the partition's last end
+        self._at_end: set[tuple[str, int]] = set()
 
     def _join(self) -> Consumer:
         consumer = Consumer(self._config)
@@ -578,6 +584,8 @@ class KafkaSource(Source):
         self._rejoined.append(now)
         log.warning("consumer %s: %s; a new member joins at the committed offsets", self._name, error.str())
         old, self._consumer = self._consumer, self._join()
+        self._newest.clear()
+        self._at_end.clear()
         # A failed consumer's close has nothing to commit; off this thread, it cannot hold it up.
         threading.Thread(target=old.close, name=f"{self._name}-close", daemon=True).start()
 
@@ -600,6 +608,7 @@ class KafkaSource(Source):
             error = message.error()
             if error is not None:
                 if error.code() == KafkaError._PARTITION_EOF:
+                    self._at_end.add((message.topic(), message.partition()))
                     continue
                 if _member_lost(error):
                     self._rejoin(error)
@@ -608,8 +617,30 @@ class KafkaSource(Source):
                     raise KafkaException(error)
                 log.warning("consumer %s: %s (retrying)", self._name, error.str())
                 continue
-            records.append(_record(message))
+            record = _record(message)
+            self._read(record)
+            records.append(record)
         return records
+
+    def _read(self, record: LogRecord) -> None:
+        key = (record.topic, record.partition)
+        self._at_end.discard(key)
+        if record.written_at is not None:
+            newest = self._newest.get(key)
+            self._newest[key] = record.written_at if newest is None else max(newest, record.written_at)
+
+    def read_horizon(self) -> datetime | None:
+        owned = [(tp.topic, tp.partition) for tp in self._consumer.assignment()]
+        if not owned:
+            return None
+        now, times = datetime.now(UTC), []
+        for key in owned:
+            if key not in self._at_end:
+                newest = self._newest.get(key)
+                if newest is None:
+                    return None
+                times.append(newest)
+        return min([*times, now])
 
     def group_metadata(self) -> Any:
         return self._consumer.consumer_group_metadata()
@@ -621,6 +652,9 @@ class KafkaSource(Source):
             first[key] = min(first.get(key, record.offset), record.offset)
         owned = {(tp.topic, tp.partition) for tp in self._consumer.assignment()}
         for (topic, partition), offset in first.items():
+            # Read again, so not read yet: nothing is known of the partition until it is.
+            self._newest.pop((topic, partition), None)
+            self._at_end.discard((topic, partition))
             if (topic, partition) not in owned:
                 continue  # revoked meanwhile: its new owner starts from the committed offset
             try:

@@ -150,7 +150,7 @@ def build_center(
     """Routing and agents as their bootstraps wire them, over the in-memory broker and the test's clock
     (with ``choose``, their consumers read one record at a time, in the order it picks)."""
     clock = clock or Clock()
-    broker = broker or InMemoryBroker()
+    broker = broker or InMemoryBroker(clock=clock)
     adapters = memory_adapters(broker, clock, choose)
     settings = settings or Settings()
     routing_context = routing_bootstrap(settings, adapters)

@@ -24,6 +24,7 @@ from services.platform.process import Adapters, wall_clock
 @dataclass
 class InMemoryBroker:
     partitions: int = 3
+    clock: Callable[[], datetime] = wall_clock  # stamps each record written, and is the readers' now
     topics: dict[str, list[list[LogRecord]]] = field(default_factory=dict)
     writer_epochs: dict[str, int] = field(default_factory=dict)
     group_offsets: dict[str, dict[tuple[str, int], int]] = field(default_factory=dict)
@@ -37,7 +38,9 @@ class InMemoryBroker:
         partition = zlib.crc32(record.key or b"") % len(partitions)
         offset = len(partitions[partition])
         partitions[partition].append(
-            LogRecord(record.topic, partition, offset, record.key, record.value, tuple(record.headers))
+            LogRecord(
+                record.topic, partition, offset, record.key, record.value, tuple(record.headers), self.clock()
+            )
         )
         return Position(partition, offset)
 
@@ -127,6 +130,17 @@ class InMemorySource(Source):
         for record in records:
             key = (record.topic, record.partition)
             self._position[key] = min(self._position[key], record.offset)
+
+    def read_horizon(self) -> datetime | None:
+        now, times = self._broker.clock(), []
+        for (topic, partition), offset in self._position.items():
+            log = self._broker.log(topic)[partition]
+            if offset < len(log):
+                newest = log[offset - 1].written_at if offset else None
+                if newest is None:
+                    return None
+                times.append(newest)
+        return min([*times, now]) if self._position else None
 
     def close(self) -> None:
         pass

@@ -4,7 +4,7 @@ changelog tables across restarts and retries, old contacts forgotten, and the li
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 
 from callcenter.routing.v1 import events_pb2 as routing_ev
@@ -25,7 +25,7 @@ from services.platform.consumer import ConsumerRunner
 from services.platform.envelope import Envelope, encode
 from services.platform.eventstore import EventStore, LogWriteFailed, OutgoingRecord
 from tests.support.center import T0, Clock
-from tests.support.memory import InMemoryBroker, InMemoryEventLog, InMemorySource
+from tests.support.memory import InMemoryBroker, InMemoryEventLog, InMemorySource, InterleavedSource
 from tests.unit.kpi.events import (
     STATE,
     TOPIC_OF,
@@ -101,17 +101,23 @@ class Kpi:
         sink: ListSink | None = None,
         clock: Clock | None = None,
         retention: timedelta = timedelta(hours=1),
+        choose: Callable[[list[tuple[str, int]]], tuple[str, int]] | None = None,
     ) -> None:
-        self.broker = broker or InMemoryBroker()
-        self.sink = sink or ListSink()
+        """With ``choose``, the consumer reads one record at a time, from the partition it picks."""
         self.clock = clock or Clock(T0)
+        self.broker = broker or InMemoryBroker(clock=self.clock)
+        self.sink = sink or ListSink()
         self.retention = retention
         log = InMemoryEventLog(self.broker, "kpi.events.v1", "kpi.snapshots.v1", "kpi")
         self.store = EventStore(log, registry(), kinds(), clock=self.clock)
-        self.projector = KpiProjector(self.store, self.sink, self.clock, retention=retention)
+        source = (
+            InMemorySource(self.broker, "kpi", REACTS_TO)
+            if choose is None
+            else InterleavedSource(self.broker, "kpi", REACTS_TO, choose)
+        )
+        self.projector = KpiProjector(self.store, self.sink, source.read_horizon, retention=retention)
         self.board = self.projector.board
         self.store.start()
-        source = InMemorySource(self.broker, "kpi", REACTS_TO)
         self.runner = ConsumerRunner(
             "kpi", source, self.store, registry(), self.projector.project, after_batch=self.projector.flush
         )
@@ -336,6 +342,24 @@ def test_a_contact_ended_longer_than_the_retention_ago_is_deleted_from_the_table
     changelog = [record for record in kpi.broker.records(CONTACTS_TOPIC) if record.key == b"c-1"]
     assert changelog[-1].value is None, "a tombstone on the changelog"
     assert not kpi.restarted().knows("c-1")
+
+
+def agents_last(ready: list[tuple[str, int]]) -> tuple[str, int]:
+    """Every other topic's records before any agent's: as a rebuild may read them."""
+    return min(ready, key=lambda key: (key[0] == "agents.events.v1", key))
+
+
+def test_a_rebuild_long_after_a_call_forgets_it_only_once_its_agents_events_are_read_too() -> None:
+    call, clock = answered_call(), Clock(t(170))
+    rebuilt = Kpi(clock=clock, choose=agents_last)
+    rebuilt.publish(*call.all)
+    clock.now += timedelta(hours=3)
+
+    rebuilt.run()
+
+    assert rebuilt.sink.final("contact_facts") == reference(call.all).final("contact_facts")
+    assert rebuilt.sink.final("contact_facts")["c-1:1"]["wrap_s"] == 30.0
+    assert not rebuilt.knows("c-1"), "forgotten once every topic was read past its end"
 
 
 def test_a_contact_still_in_wrap_up_is_kept_until_twice_the_retention() -> None:
