@@ -112,13 +112,16 @@ class ConsumerRunner:
         max_attempts: int = 3,
         batch_size: int = 500,
         poll_timeout_s: float = 0.2,
-        max_backoff_s: float = 30.0,
+        max_backoff_s: float = 5.0,
         dedup_by_store: bool = True,
         after_batch: BatchHandler | None = None,
         tracer: trace.Tracer | None = None,
     ) -> None:
         """``after_batch`` runs in the batch's transaction once its events are handled (when any was),
-        for work that depends on the whole batch rather than on each event (routing matches once)."""
+        for work that depends on the whole batch rather than on each event (routing matches once).
+
+        A batch that fails for an outage is tried again after a delay doubling up to ``max_backoff_s``:
+        what it waits for is back at most that long before the runner notices."""
         self.name = name
         self.stats = RunnerStats()
         self._source = source
