@@ -194,9 +194,9 @@ def main() -> None:
             store = EventStore(
                 KafkaEventLog(kafka, None, None, f"bench-kpi-{suffix}"), registry(), kinds(tables)
             )
-            projector = TimedProjector(store, facts, lambda: datetime.now(UTC))
-            store.start()
             source = KafkaSource(kafka, f"bench-kpi-{suffix}", list(sources.values()))
+            projector = TimedProjector(store, facts, source.read_horizon)
+            store.start()
             runner = ConsumerRunner(
                 "bench-kpi", source, store, registry(), projector.project, after_batch=projector.flush
             )
