@@ -99,6 +99,64 @@ class PrivacySettings(BaseModel):
     hmac_key: SecretStr = SecretStr("local-development-key-not-for-production")
     # How many trailing digits a masked number shows, e.g. 4 -> "*******1234".
     masked_digits: int = 4
+    # The region a number without its country code is read in (ISO 3166 code, as phonenumbers takes it).
+    default_region: str = "CN"
+
+
+class TlsSettings(BaseModel):
+    """The certificates the services serve and trust. Locally a CA and a certificate for 127.0.0.1 and
+    localhost are created under ``dir`` (services.platform.tls); a cluster gives the files."""
+
+    dir: Path = DEFAULT_DATA_DIR / "tls"
+    # The CA clients trust, the server's certificate chain and its private key (PEM); default: the
+    # local CA's files under ``dir``. In cluster mode all three must be given.
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    # gRPC without TLS: refused outside local mode. Tokens are still required and checked.
+    plaintext: bool = False
+
+    @property
+    def ca(self) -> Path:
+        return self.ca_file or self.dir / "ca.pem"
+
+    @property
+    def cert(self) -> Path:
+        return self.cert_file or self.dir / "server.pem"
+
+    @property
+    def key(self) -> Path:
+        return self.key_file or self.dir / "server.key"
+
+
+class AuthSettings(BaseModel):
+    """How callers' bearer tokens (JWT) are checked, and, locally, issued (``make token``).
+
+    Tokens are verified with ``public_key_file`` (PEM) or the issuer's ``jwks_url``; locally a key
+    pair is created under ``dir`` and ``make token`` signs with its private half.
+    """
+
+    issuer: str = "callcenter-local"
+    audience: str = "callcenter"
+    # The only algorithms a token may be signed with: asymmetric ones, never "none" or HMAC.
+    algorithms: tuple[Literal["EdDSA", "ES256", "ES384", "RS256", "PS256"], ...] = ("EdDSA",)
+    dir: Path = DEFAULT_DATA_DIR / "identity"
+    public_key_file: Path | None = None
+    jwks_url: str | None = None
+    # The local issuer's private key (``make token``); never needed by a service.
+    signing_key_file: Path | None = None
+    # Clock skew tolerated on exp / nbf / iat.
+    leeway_s: float = 30.0
+    # Tokens issued by ``make token`` live this long unless asked otherwise.
+    default_lifetime: timedelta = timedelta(hours=12)
+
+    @property
+    def public_key(self) -> Path:
+        return self.public_key_file or self.dir / "token-signing.pub"
+
+    @property
+    def signing_key(self) -> Path:
+        return self.signing_key_file or self.dir / "token-signing.key"
 
 
 class GrpcSettings(BaseModel):
@@ -155,6 +213,8 @@ class Settings(BaseSettings):
     clickhouse: ClickHouseSettings = Field(default_factory=ClickHouseSettings)
     telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
     grpc: GrpcSettings = Field(default_factory=GrpcSettings)
+    tls: TlsSettings = Field(default_factory=TlsSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
     privacy: PrivacySettings = Field(default_factory=PrivacySettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
     store: StoreSettings = Field(default_factory=StoreSettings)
@@ -180,5 +240,14 @@ class Settings(BaseSettings):
             missing.append("CC_CLICKHOUSE__URL")
         if self.privacy.hmac_key == PrivacySettings().hmac_key:
             missing.append("CC_PRIVACY__HMAC_KEY")
+        for name in ("ca_file", "cert_file", "key_file"):
+            if getattr(self.tls, name) is None:
+                missing.append(f"CC_TLS__{name.upper()}")
+        if self.auth.public_key_file is None and self.auth.jwks_url is None:
+            missing.append("CC_AUTH__PUBLIC_KEY_FILE or CC_AUTH__JWKS_URL")
+        if self.tls.plaintext:
+            raise ValueError("environment=cluster refuses CC_TLS__PLAINTEXT: gRPC is served over TLS only")
         if missing:
-            raise ValueError(f"environment=cluster needs explicit addresses: {', '.join(missing)} not set")
+            raise ValueError(
+                f"environment=cluster needs explicit addresses and secrets: {', '.join(missing)} not set"
+            )
