@@ -33,6 +33,14 @@ def new_event_id() -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class Actor:
+    """Who caused events: a request's authenticated caller, or the service itself (reactions, timers)."""
+
+    subject: str
+    roles: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class Cause:
     """What led to new events: the request or event that caused them, and the chain they belong to."""
 
@@ -40,10 +48,18 @@ class Cause:
     correlation_id: str
     # The digest of the request that caused them (services.platform.requests); "" for events.
     fingerprint: str = ""
+    # The caller of that request; None when the service acts on its own (the store's actor).
+    actor: Actor | None = None
 
     @classmethod
-    def request(cls, request_id: str, correlation_id: str | None = None, fingerprint: str = "") -> Cause:
-        return cls(request_id, correlation_id or request_id, fingerprint)
+    def request(
+        cls,
+        request_id: str,
+        correlation_id: str | None = None,
+        fingerprint: str = "",
+        actor: Actor | None = None,
+    ) -> Cause:
+        return cls(request_id, correlation_id or request_id, fingerprint, actor)
 
     @classmethod
     def event(cls, envelope: Envelope) -> Cause:
@@ -66,6 +82,7 @@ class Envelope:
     payload: Message
     headers: tuple[tuple[str, bytes], ...] = field(default=(), compare=False)
     request_fingerprint: str = ""
+    actor: Actor | None = None
 
     def with_headers(self, headers: Iterable[tuple[str, bytes]]) -> Envelope:
         return replace(self, headers=tuple(headers))
@@ -173,7 +190,9 @@ def make_envelope(
     aggregate_version: int,
     occurred_at: datetime,
     cause: Cause,
+    actor: Actor | None = None,
 ) -> Envelope:
+    """An event caused by ``cause``, by its actor or else by ``actor`` (the writing service)."""
     event_type = payload.DESCRIPTOR.name
     return Envelope(
         event_id=new_event_id(),
@@ -187,6 +206,7 @@ def make_envelope(
         causation_id=cause.causation_id,
         payload=payload,
         request_fingerprint=cause.fingerprint,
+        actor=cause.actor or actor,
     )
 
 
@@ -205,6 +225,9 @@ def encode(envelope: Envelope) -> tuple[bytes, bytes, Headers]:
         request_fingerprint=envelope.request_fingerprint,
     )
     message.occurred_at.FromDatetime(envelope.occurred_at)
+    if envelope.actor is not None:
+        message.actor.subject = envelope.actor.subject
+        message.actor.roles.extend(envelope.actor.roles)
     headers: Headers = [
         *[(k, v) for k, v in envelope.headers if k not in (EVENT_TYPE_HEADER, SCHEMA_VERSION_HEADER)],
         (EVENT_TYPE_HEADER, envelope.event_type.encode()),
@@ -240,6 +263,7 @@ def decode(
         payload=payload,
         headers=tuple(headers or ()),
         request_fingerprint=message.request_fingerprint,
+        actor=Actor(message.actor.subject, tuple(message.actor.roles)) if message.HasField("actor") else None,
     )
 
 

@@ -59,3 +59,7 @@ class Overloaded(Exception):
 
 class WriterFenced(Unavailable):
     """Another instance took over this writer's transactional id; this instance must stop writing."""
+
+
+class Unauthenticated(Exception):
+    """The caller presented no valid token: none, expired, not ours, or malformed."""

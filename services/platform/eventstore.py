@@ -39,6 +39,7 @@ from opentelemetry import metrics
 
 from services.platform.envelope import (
     DEADLETTER_TOPIC,
+    Actor,
     Cause,
     Envelope,
     EventRegistry,
@@ -377,8 +378,11 @@ class EventStore:
         retry_backoff_s: tuple[float, float] = (0.05, 2.0),
         check_every_s: float = 1.0,
         stalled_after_s: float = 30.0,
+        actor: Actor | None = None,
     ) -> None:
         self._log = log
+        # Who the events this store writes on its own behalf (reactions, timers) are by.
+        self.actor = actor or Actor(log.topic, ("service",))
         self._registry = registry
         self._kinds = {kind.name: kind for kind in kinds}
         self._kinds[QUARANTINE] = AggregateKind(QUARANTINE, lambda _id: None, lambda state, _envelope: state)
@@ -635,7 +639,9 @@ class EventStore:
             else:
                 self._admit()
                 tx = Transaction(self)
-                cause = Cause.request(request.request_id, fingerprint=request.fingerprint)
+                cause = Cause.request(
+                    request.request_id, fingerprint=request.fingerprint, actor=request.actor
+                )
                 with self._reverting(tx):
                     loaded = tx.load(kind_name, aggregate_id)
                     events = decide(loaded)
@@ -1317,6 +1323,7 @@ class Transaction:
                 aggregate_version=version,
                 occurred_at=when,
                 cause=cause,
+                actor=self._store.actor,
             )
             # The trace of the span deciding this event travels with it, so a reaction continues it.
             envelope = envelope.with_headers(inject_kafka_headers())

@@ -31,6 +31,7 @@ from services.platform.errors import (
     NotFound,
     Overloaded,
     PermissionDenied,
+    Unauthenticated,
     Unavailable,
 )
 from services.platform.health import Health
@@ -40,7 +41,7 @@ from services.platform.validation import check
 log = logging.getLogger(__name__)
 
 INTERNAL_ERROR_DETAILS = "internal error"
-_ALWAYS_OPEN = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+ALWAYS_OPEN = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 
 _STATUS_BY_ERROR: tuple[tuple[type[DomainError], grpc.StatusCode], ...] = (
     (InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
@@ -82,6 +83,8 @@ def create_server(
     address: str,
     services: Sequence[ServiceRegistration],
     *,
+    credentials: grpc.ServerCredentials,
+    access: grpc.ServerInterceptor,
     max_workers: int,
     interceptors: Sequence[grpc.ServerInterceptor] = (),
     max_concurrent_rpcs: int | None = None,
@@ -91,14 +94,16 @@ def create_server(
     """Register ``services`` with the health and reflection services, bind ``address`` (port 0 picks a
     free port) and start serving.
 
-    ``interceptors`` run outermost first (telemetry, then authentication); the error mapping is always
+    ``credentials`` say how the port is served (``identity.server_credentials``: TLS); ``access``
+    authenticates and authorises every call (``access.AccessInterceptor``) before anything else sees
+    it but ``interceptors``, which run outermost first (telemetry); the error mapping is always
     innermost, next to the servicers. With ``health``, the health service follows it; with ``ready``,
     other calls are refused (UNAVAILABLE) until it is set. Beyond ``max_concurrent_rpcs`` calls at
     once, gRPC refuses more with RESOURCE_EXHAUSTED.
     """
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc"),
-        interceptors=(*interceptors, ErrorInterceptor(ready, health)),
+        interceptors=(*interceptors, access, ErrorInterceptor(ready, health)),
         # Without this a second server binds the same port silently and takes half the calls.
         options=[("grpc.so_reuseport", 0)],
         maximum_concurrent_rpcs=max_concurrent_rpcs,
@@ -112,7 +117,7 @@ def create_server(
         (*service_names, health_module.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
     try:
-        port = server.add_insecure_port(address)
+        port = server.add_secure_port(address, credentials)
     except RuntimeError:
         port = 0
     if port == 0:
@@ -156,6 +161,8 @@ def status_for(error: Exception) -> grpc.StatusCode:
         return grpc.StatusCode.UNAVAILABLE
     if isinstance(error, Overloaded):
         return grpc.StatusCode.RESOURCE_EXHAUSTED
+    if isinstance(error, Unauthenticated):
+        return grpc.StatusCode.UNAUTHENTICATED
     for error_type, code in _STATUS_BY_ERROR:
         if isinstance(error, error_type):
             return code
@@ -182,35 +189,44 @@ class ErrorInterceptor(grpc.ServerInterceptor):
         if handler is None:
             return None
         method = handler_call_details.method
-        if method.startswith(_ALWAYS_OPEN):
+        if method.startswith(ALWAYS_OPEN):
             return handler
         gate = self._gate
-        if handler.response_streaming:
-            behavior = handler.stream_stream if handler.request_streaming else handler.unary_stream
-            factory = (
-                grpc.stream_stream_rpc_method_handler
-                if handler.request_streaming
-                else grpc.unary_stream_rpc_method_handler
-            )
-            wrapped: Callable[..., Any] = _streaming_response(behavior, method, gate)
-        else:
-            behavior = handler.stream_unary if handler.request_streaming else handler.unary_unary
-            factory = (
-                grpc.stream_unary_rpc_method_handler
-                if handler.request_streaming
-                else grpc.unary_unary_rpc_method_handler
-            )
-            wrapped = _single_response(behavior, method, gate)
-        return factory(
-            wrapped,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
+        return wrapped_handler(
+            handler,
+            lambda behavior: _single_response(behavior, method, gate),
+            lambda behavior: _streaming_response(behavior, method, gate),
         )
 
     def _gate(self) -> None:
         if self._ready is not None and not self._ready.is_set():
             why = self._health.why() if self._health is not None else ""
             raise Unavailable(f"the service is starting{': ' + why if why else ''}; try again shortly")
+
+
+def wrapped_handler(
+    handler: grpc.RpcMethodHandler,
+    single: Callable[[Callable[..., Any]], Callable[..., Any]],
+    streaming: Callable[[Callable[..., Iterator[Any]]], Callable[..., Iterator[Any]]],
+) -> grpc.RpcMethodHandler:
+    """``handler`` with its behaviour wrapped: by ``single`` for one response, ``streaming`` for many."""
+    if handler.response_streaming:
+        if handler.request_streaming:
+            factory, behavior = grpc.stream_stream_rpc_method_handler, handler.stream_stream
+        else:
+            factory, behavior = grpc.unary_stream_rpc_method_handler, handler.unary_stream
+        wrapped = streaming(behavior)
+    else:
+        if handler.request_streaming:
+            factory, behavior = grpc.stream_unary_rpc_method_handler, handler.stream_unary
+        else:
+            factory, behavior = grpc.unary_unary_rpc_method_handler, handler.unary_unary
+        wrapped = single(behavior)
+    return factory(
+        wrapped,
+        request_deserializer=handler.request_deserializer,
+        response_serializer=handler.response_serializer,
+    )
 
 
 def _single_response(
@@ -250,7 +266,7 @@ def _abort_for(error: Exception, context: grpc.ServicerContext, method: str) -> 
     # ServicerContext.abort() records the status and then raises a bare Exception: let that one through.
     if type(error) is Exception and context.code() is not None:
         raise error
-    if isinstance(error, DomainError | Unavailable | Overloaded):
+    if isinstance(error, DomainError | Unavailable | Overloaded | Unauthenticated):
         context.abort(status_for(error), str(error))
     error_id = uuid.uuid4().hex[:12]
     log.exception("internal error %s in %s", error_id, method)

@@ -31,8 +31,9 @@ from typing import IO, Any, Generic, NoReturn, TypeVar
 from callcenter.platform.v1 import service_pb2 as operations_pb
 from callcenter.platform.v1 import service_pb2_grpc as operations_grpc
 
+from services.platform.access import AccessInterceptor
 from services.platform.consumer import BatchHandler, ConsumerRunner, Handler, Source
-from services.platform.envelope import EventRegistry
+from services.platform.envelope import Actor, EventRegistry
 from services.platform.errors import WriterFenced
 from services.platform.eventstore import AggregateKind, EventLog, EventStore
 from services.platform.failpoints import Failpoint
@@ -44,6 +45,7 @@ from services.platform.grpc_server import (
     stop_on_signals,
 )
 from services.platform.health import Health
+from services.platform.identity import Role, TokenVerifier, server_credentials
 from services.platform.kafka import KafkaEventLog, KafkaSource
 from services.platform.logs import setup_logging
 from services.platform.preflight import KafkaUnreachable, require_kafka
@@ -139,6 +141,7 @@ def open_store(
         forget_closed_after=settings.store.forget_closed_after if forget_closed else None,
         health=Health(context),
         max_queued_units=settings.store.max_queued_units,
+        actor=Actor(writer_id(settings, context), (Role.SERVICE.value,)),
     )
 
 
@@ -256,9 +259,17 @@ def serve_context(
     ready = threading.Event()
     operations = registration(operations_grpc, operations_pb, OperationsServicer(context.store))
     try:
+        credentials = server_credentials(settings.tls)
+        verifier = TokenVerifier(settings.auth)
+    except (FileNotFoundError, ValueError) as missing:
+        claim.release()
+        raise StartRefused(f"{context.name} cannot serve: {missing}") from None
+    try:
         server = create_server(
             settings.grpc.address,
             [*context.servicers, operations],
+            credentials=credentials,
+            access=AccessInterceptor(verifier),
             max_workers=settings.grpc.max_workers,
             max_concurrent_rpcs=settings.grpc.max_concurrent_rpcs,
             interceptors=server_interceptors(),

@@ -15,6 +15,9 @@ from typing import Any
 
 from google.protobuf.message import Message
 
+from services.platform.envelope import Actor
+from services.platform.identity import current_principal
+
 # Waiting for a write longer than this is pointless for any caller; one without a deadline gets this.
 DEFAULT_WAIT_S = 10.0
 # Answer this much before the caller's deadline, so the answer reaches it in time.
@@ -29,6 +32,8 @@ class Request:
     fingerprint: str
     name: str
     deadline: float | None = None
+    # The authenticated caller (the access interceptor's principal), recorded on the events it causes.
+    actor: Actor | None = None
 
     @classmethod
     def of(cls, message: Message, context: Any = None, **replaced: str) -> Request:
@@ -44,19 +49,32 @@ class Request:
             setattr(rest, name, value)
         digest = _digest(rest.DESCRIPTOR.full_name.encode(), rest.SerializeToString(deterministic=True))
         name = message.DESCRIPTOR.name.removesuffix("Request")
-        return cls(message.request_id, digest, name, _deadline(context))
+        return cls(message.request_id, digest, name, _deadline(context), caller())
 
     @classmethod
-    def of_fields(cls, request_id: str, name: str, fields: dict[str, Any], context: Any = None) -> Request:
+    def of_fields(
+        cls,
+        request_id: str,
+        name: str,
+        fields: dict[str, Any],
+        context: Any = None,
+        actor: Actor | None = None,
+    ) -> Request:
         """A request that is not a protobuf message (an HTTP body), fingerprinted by its other fields."""
         body = json.dumps(fields, sort_keys=True, default=str, separators=(",", ":")).encode()
-        return cls(request_id, _digest(name.encode(), body), name, _deadline(context))
+        return cls(request_id, _digest(name.encode(), body), name, _deadline(context), actor or caller())
 
     def seconds_left(self) -> float:
         """How long the write path may wait for this request's outcome."""
         if self.deadline is None:
             return DEFAULT_WAIT_S
         return max(0.0, min(DEFAULT_WAIT_S, self.deadline - time.monotonic() - _ANSWER_MARGIN_S))
+
+
+def caller() -> Actor | None:
+    """The actor of the call being served on this thread, if it was authenticated."""
+    principal = current_principal.get()
+    return None if principal is None else Actor(principal.subject, tuple(sorted(principal.roles)))
 
 
 def _digest(*parts: bytes) -> str:

@@ -34,6 +34,7 @@ from services.platform.settings import ClickHouseSettings, GrpcSettings, Setting
 from services.routing.bootstrap import bootstrap as routing_bootstrap
 from tests.support.embedded_clickhouse import unique_database
 from tests.support.fuzz import messages
+from tests.support.identity import CallerChannel
 from tests.support.memory import InMemoryBroker, memory_adapters
 
 KNOWN = ("billing", "a-1", "c-1", "general", "o-1", "contacts.events.v1")
@@ -73,7 +74,7 @@ def served(tmp_path_factory: pytest.TempPathFactory, embedded_clickhouse_dir: Pa
         # Only the requests under test write: no reactions, timers or gauges run beside them.
         context.runners, context.schedulers, context.background = [], [], []
         processes[name] = serve_context(settings, context)
-    channels = {name: grpc.insecure_channel(f"127.0.0.1:{p.server.port}") for name, p in processes.items()}
+    channels = {name: CallerChannel(f"127.0.0.1:{p.server.port}") for name, p in processes.items()}
     served = Served(broker, processes, channels)
     _seed(served)
     yield served

@@ -31,6 +31,7 @@ from services.platform.envelope import Envelope, EventRegistry, decode
 from services.platform.kafka import KafkaEventLog
 from services.platform.settings import GrpcSettings, HttpSettings, Settings
 from services.routing import main as routing_main
+from tests.support.identity import CallerChannel
 
 T = TypeVar("T")
 S = agent_ev.AgentState
@@ -78,7 +79,7 @@ class LiveCenter:
     def start(self, name: str) -> None:
         process = STARTERS[name](self.settings)
         self.processes[name] = process
-        self.channels[name] = grpc.insecure_channel(f"127.0.0.1:{process.server.port}")
+        self.channels[name] = CallerChannel(f"127.0.0.1:{process.server.port}")
 
     def restart(self, name: str) -> None:
         self.channels.pop(name).close()

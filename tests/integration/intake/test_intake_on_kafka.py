@@ -11,7 +11,6 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TypeVar
 
-import grpc
 import pytest
 from callcenter.common.v1 import types_pb2
 from callcenter.intake.v1 import events_pb2 as ev
@@ -26,6 +25,7 @@ from services.platform.envelope import Cause, Envelope, decode, encode, make_env
 from services.platform.kafka import KafkaEventLog
 from services.platform.process import StartRefused
 from services.platform.settings import GrpcSettings, HttpSettings, Settings
+from tests.support.identity import CallerChannel
 
 T = TypeVar("T")
 STAGE = pb.ContactStage
@@ -69,7 +69,7 @@ def _eventually(read: Callable[[], T], holds: Callable[[T], bool]) -> T:
 
 
 def _stub(process: IntakeProcess) -> service_pb2_grpc.IntakeServiceStub:
-    return service_pb2_grpc.IntakeServiceStub(grpc.insecure_channel(f"127.0.0.1:{process.server.port}"))
+    return service_pb2_grpc.IntakeServiceStub(CallerChannel(f"127.0.0.1:{process.server.port}"))
 
 
 def _http(process: IntakeProcess, method: str, path: str, body: dict | None = None) -> dict:

@@ -23,6 +23,7 @@ from services.platform.envelope import Cause, decode, encode, make_envelope
 from services.platform.eventstore import EventStore, OutgoingRecord
 from services.platform.grpc_server import ServiceRegistration, create_server
 from services.platform.timers import DeadlineScheduler, schedule_deadlines
+from tests.support.identity import CallerChannel, server_security
 from tests.support.memory import InMemoryBroker, InMemoryEventLog, InMemorySource
 
 T0 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
@@ -96,8 +97,9 @@ def center() -> Iterator[Center]:
             )
         ],
         max_workers=4,
+        **server_security(),
     )
-    channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
+    channel = CallerChannel(f"127.0.0.1:{server.port}")
     yield Center(broker, clock, store, runner, scheduler, service_pb2_grpc.AgentsServiceStub(channel))
     channel.close()
     server.stop(0)

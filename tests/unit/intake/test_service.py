@@ -33,6 +33,7 @@ from services.platform.eventstore import EventStore, OutgoingRecord
 from services.platform.grpc_server import ServiceRegistration, create_server
 from services.platform.privacy import pseudonymise
 from services.platform.settings import IntakeSettings, PrivacySettings
+from tests.support.identity import CallerChannel, server_security
 from tests.support.memory import InMemoryBroker, InMemoryEventLog, InMemorySource
 
 T0 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
@@ -150,8 +151,9 @@ def intake() -> Iterator[Intake]:
             )
         ],
         max_workers=4,
+        **server_security(),
     )
-    channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
+    channel = CallerChannel(f"127.0.0.1:{server.port}")
     yield Intake(broker, clock, store, runner, service_pb2_grpc.IntakeServiceStub(channel))
     channel.close()
     server.stop(0)
@@ -237,7 +239,7 @@ def test_a_transfer_queues_the_contact_again_for_routing(intake: Intake) -> None
 def test_a_callback_waits_for_the_agents_call_out_to_be_answered(intake: Intake) -> None:
     intake.start()
     intake.select()
-    request = pb.RequestCallbackRequest(request_id="cb-1", contact_id="c-1", callback_number="07700 900123")
+    request = pb.RequestCallbackRequest(request_id="cb-1", contact_id="c-1", callback_number="+44 7700 900123")
     request.window_start.FromDatetime(T0 + timedelta(hours=1))
     request.window_end.FromDatetime(T0 + timedelta(hours=3))
 
@@ -245,7 +247,7 @@ def test_a_callback_waits_for_the_agents_call_out_to_be_answered(intake: Intake)
 
     assert pending.stage == STAGE.CONTACT_STAGE_CALLBACK_PENDING
     [requested] = [e.payload for e in intake.events() if e.event_type == "CallbackRequested"]
-    assert requested.callback_party == pseudonymise("07700 900123", PRIVACY)
+    assert requested.callback_party == pseudonymise("+44 7700 900123", PRIVACY)
     assert requested.window_end.ToDatetime(UTC) == T0 + timedelta(hours=3)
     assert intake.answer(agent_id="a-5").stage == STAGE.CONTACT_STAGE_TALKING
 

@@ -13,6 +13,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from services.platform.access import allow
 from services.platform.errors import (
     ConcurrencyError,
     FailedPrecondition,
@@ -30,10 +31,16 @@ from services.platform.grpc_server import (
     create_server,
 )
 from services.platform.health import Health
+from services.platform.identity import Role
 from services.platform.settings import TelemetrySettings
 from services.platform.telemetry import server_interceptors, setup_telemetry, traced_channel
+from tests.support.identity import secure_channel, server_security, transport_credentials
 
 PROBE_SERVICE = "test.platform.Probe"
+PROBE_ACCESS = {
+    f"/{PROBE_SERVICE}/{name}": allow(Role.SUPERVISOR)
+    for name in ("Raise", "RaiseWhileStreaming", "CurrentTrace")
+}
 STOP_DEADLINE_S = 30
 
 ERRORS = {
@@ -101,6 +108,7 @@ def running(telemetry):
         [ServiceRegistration(add_probe_to_server, Probe(), PROBE_SERVICE)],
         max_workers=8,
         interceptors=server_interceptors(telemetry.tracer_provider),
+        **server_security(PROBE_ACCESS),
     )
     yield server
     server.stop(None)
@@ -108,7 +116,7 @@ def running(telemetry):
 
 @pytest.fixture
 def channel(running: RunningServer):
-    with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+    with secure_channel(f"127.0.0.1:{running.port}", Role.SUPERVISOR) as channel:
         yield channel
 
 
@@ -198,7 +206,11 @@ def test_trace_context_travels_from_client_to_server_in_metadata(running, teleme
     tracer = telemetry.tracer(__name__)
 
     with (
-        traced_channel(f"127.0.0.1:{running.port}", telemetry.tracer_provider) as channel,
+        traced_channel(
+            f"127.0.0.1:{running.port}",
+            telemetry.tracer_provider,
+            credentials=transport_credentials(Role.SUPERVISOR),
+        ) as channel,
         tracer.start_as_current_span("agent desktop click") as caller,
     ):
         seen_by_server = channel.unary_unary(f"/{PROBE_SERVICE}/CurrentTrace")(b"", timeout=10)
@@ -216,6 +228,7 @@ def _probe_server(**options) -> RunningServer:
         "127.0.0.1:0",
         [ServiceRegistration(add_probe_to_server, Probe(), PROBE_SERVICE)],
         max_workers=4,
+        **server_security(PROBE_ACCESS),
         **options,
     )
 
@@ -224,7 +237,7 @@ def test_health_follows_the_process_health_both_ways() -> None:
     health = Health("probe")
     server = _probe_server(health=health)
     try:
-        with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        with secure_channel(f"127.0.0.1:{server.port}", Role.SUPERVISOR) as channel:
             assert _check(channel) == _check(channel, PROBE_SERVICE) == health_pb2.HealthCheckResponse.SERVING
             health.trouble("writer", "no broker answers")
             assert (
@@ -243,7 +256,7 @@ def test_until_ready_calls_are_refused_as_unavailable_while_health_answers() -> 
     health.trouble("store", "replaying contacts.events.v1")
     server = _probe_server(health=health, ready=ready)
     try:
-        with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        with secure_channel(f"127.0.0.1:{server.port}", Role.SUPERVISOR) as channel:
             assert _check(channel) == health_pb2.HealthCheckResponse.NOT_SERVING
             with pytest.raises(grpc.RpcError) as raised:
                 channel.unary_unary(f"/{PROBE_SERVICE}/Raise")(b"missing", timeout=10)
@@ -264,4 +277,5 @@ def test_a_second_server_on_a_taken_port_is_refused(running):
             f"127.0.0.1:{running.port}",
             [ServiceRegistration(add_probe_to_server, Probe(), PROBE_SERVICE)],
             max_workers=2,
+            **server_security(PROBE_ACCESS),
         )

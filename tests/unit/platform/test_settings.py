@@ -20,14 +20,37 @@ def test_an_explicit_bootstrap_address_wins(monkeypatch: pytest.MonkeyPatch) -> 
 
 def test_cluster_mode_names_every_missing_address(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CC_ENVIRONMENT", "cluster")
-    missing = "CC_KAFKA__BOOTSTRAP_SERVERS, CC_CLICKHOUSE__URL, CC_PRIVACY__HMAC_KEY not set"
-    with pytest.raises(ValueError, match=missing):
+    with pytest.raises(ValueError) as refused:
+        Settings().require_cluster_addresses()
+    for name in (
+        "CC_KAFKA__BOOTSTRAP_SERVERS",
+        "CC_CLICKHOUSE__URL",
+        "CC_PRIVACY__HMAC_KEY",
+        "CC_TLS__CA_FILE",
+        "CC_TLS__CERT_FILE",
+        "CC_TLS__KEY_FILE",
+        "CC_AUTH__PUBLIC_KEY_FILE or CC_AUTH__JWKS_URL",
+    ):
+        assert name in str(refused.value)
+
+
+def test_cluster_mode_refuses_plaintext_grpc(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    _cluster(monkeypatch, tmp_path)
+    monkeypatch.setenv("CC_TLS__PLAINTEXT", "true")
+    with pytest.raises(ValueError, match="refuses CC_TLS__PLAINTEXT"):
         Settings().require_cluster_addresses()
 
 
-def test_cluster_mode_with_addresses_starts(monkeypatch: pytest.MonkeyPatch) -> None:
+def _cluster(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
     monkeypatch.setenv("CC_ENVIRONMENT", "cluster")
     monkeypatch.setenv("CC_KAFKA__BOOTSTRAP_SERVERS", "kafka:9092")
     monkeypatch.setenv("CC_CLICKHOUSE__URL", "http://clickhouse:8123")
     monkeypatch.setenv("CC_PRIVACY__HMAC_KEY", "a-real-secret")
+    for name in ("CA_FILE", "CERT_FILE", "KEY_FILE"):
+        monkeypatch.setenv(f"CC_TLS__{name}", str(tmp_path / name.lower()))
+    monkeypatch.setenv("CC_AUTH__JWKS_URL", "https://idp.example/jwks.json")
+
+
+def test_cluster_mode_with_addresses_starts(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    _cluster(monkeypatch, tmp_path)
     Settings().require_cluster_addresses()

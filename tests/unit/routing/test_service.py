@@ -22,6 +22,7 @@ from services.routing import handlers as routing
 from services.routing.domain import Status
 from services.routing.grpc_api import RoutingServicer
 from tests.support.center import Center, build_center
+from tests.support.identity import CallerChannel, server_security
 from tests.support.memory import InMemoryEventLog
 
 S = agents_domain.State
@@ -342,8 +343,9 @@ def stub(center: Center) -> Iterator[service_pb2_grpc.RoutingServiceStub]:
             )
         ],
         max_workers=4,
+        **server_security(),
     )
-    channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
+    channel = CallerChannel(f"127.0.0.1:{server.port}")
     yield service_pb2_grpc.RoutingServiceStub(channel)
     channel.close()
     server.stop(0)
