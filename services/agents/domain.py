@@ -386,7 +386,8 @@ def _set_ready(agent: Agent, command: SetReady) -> list[Message]:
     if agent.state == State.AGENT_STATE_READY:
         return []
     if agent.state == State.AGENT_STATE_NOT_READY:
-        return [_change(agent, State.AGENT_STATE_READY, command.now, by=command.by)]
+        # Not ready with chats still held (it let one more ring out): ready again means back on them.
+        return [_change(agent, _state_without_offer(agent), command.now, by=command.by)]
     if agent.state == State.AGENT_STATE_WRAP_UP and agent.wrap_up is not None:
         if agent.wrap_up.mode == WrapUpMode.WRAP_UP_MODE_FORCED_DURATION and command.by is Actor.AGENT:
             raise FailedPrecondition(f"{agent.describe()}; this queue's wrap-up lasts its full time")
@@ -604,17 +605,30 @@ def _ended(agent: Agent, command: ContactEnded) -> list[Message]:
         return []
     queue_id, _, wrap_up_time, mode = held
     if len(agent.contacts) > 1 or agent.offer is not None:
-        # Other contacts go on; this one leaves without wrap-up of its own.
+        # Other contacts go on, or another one is being offered: this one leaves without wrap-up of its own.
+        ended = _change(
+            agent,
+            agent.state,
+            command.now,
+            contact_id=command.contact_id,
+            queue_id=queue_id,
+            detail="contact ended",
+            by=Actor.SYSTEM,
+        )
+        if len(agent.contacts) > 1 or agent.offer is None:
+            return [ended]
+        # That was the last contact held and an offer still rings: the agent is reserved for it alone.
         return [
+            ended,
             _change(
                 agent,
-                agent.state,
+                State.AGENT_STATE_RESERVED,
                 command.now,
-                contact_id=command.contact_id,
-                queue_id=queue_id,
-                detail="contact ended",
+                contact_id=agent.offer.contact_id,
+                queue_id=agent.offer.queue_id,
+                detail="last contact ended while offered",
                 by=Actor.SYSTEM,
-            )
+            ),
         ]
     deadline = (
         command.now + wrap_up_time if mode != WrapUpMode.WRAP_UP_MODE_OPTIONAL and wrap_up_time else None

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from callcenter.agents.v1 import events_pb2 as ev
-from hypothesis import given, settings
+from hypothesis import given, note, settings
 from hypothesis import strategies as st
 
 from services.agents import domain as d
@@ -300,6 +300,47 @@ def test_a_chat_agent_takes_chats_up_to_capacity() -> None:
     assert agent.state == S.AGENT_STATE_WRAP_UP
 
 
+def test_the_last_chat_ending_while_another_chat_rings_leaves_the_agent_reserved() -> None:
+    agent, _ = run(
+        ready_agent(chat_capacity=2),
+        d.Reserve("a-1", offer("o-1", "chat-1", d.Channel.CHANNEL_CHAT), at(1)),
+        d.AcceptOffer("a-1", "o-1", at(2)),
+        d.Reserve("a-1", offer("o-2", "chat-2", d.Channel.CHANNEL_CHAT), at(3)),
+    )
+
+    agent, events = run(agent, d.ContactEnded("a-1", "chat-1", at(4)))
+
+    assert states(events) == [
+        (S.AGENT_STATE_ON_CONTACT, S.AGENT_STATE_ON_CONTACT),
+        (S.AGENT_STATE_ON_CONTACT, S.AGENT_STATE_RESERVED),
+    ]
+    assert [e.contact_id for e in events] == ["chat-1", "chat-2"]
+    assert agent.state == S.AGENT_STATE_RESERVED and agent.contacts == {} and agent.wrap_up is None
+    assert d.deadlines(agent) == [Deadline(d.RING_DEADLINE, at(20))]
+    rejected, _ = run(agent, d.RejectOffer("a-1", "o-2", at(5)))
+    assert rejected.state == S.AGENT_STATE_READY and rejected.offer is None
+    accepted, _ = run(agent, d.AcceptOffer("a-1", "o-2", at(5)))
+    assert accepted.state == S.AGENT_STATE_ON_CONTACT and set(accepted.contacts) == {"chat-2"}
+
+
+def test_a_chatting_agent_who_lets_a_chat_ring_out_is_back_on_contact_when_ready_not_offered_voice() -> None:
+    agent, _ = run(
+        ready_agent(chat_capacity=2),
+        d.Reserve("a-1", offer("o-1", "chat-1", d.Channel.CHANNEL_CHAT), at(1)),
+        d.AcceptOffer("a-1", "o-1", at(2)),
+        d.Reserve("a-1", offer("o-2", "chat-2", d.Channel.CHANNEL_CHAT), at(3)),
+    )
+    agent = apply(agent, d.on_deadline(agent, Deadline(d.RING_DEADLINE, at(20)), at(20)))
+    assert agent.describe() == "agent a-1 is not_ready (missed_offer), holding chat-1"
+
+    agent, events = run(agent, d.SetReady("a-1", at(30)))
+
+    assert states(events) == [(S.AGENT_STATE_NOT_READY, S.AGENT_STATE_ON_CONTACT)]
+    assert set(agent.contacts) == {"chat-1"}
+    _, [refused] = run(agent, d.Reserve("a-1", offer("o-3", "call-3"), at(31)))
+    assert isinstance(refused, ev.ReservationRefused)
+
+
 def test_logout_with_a_contact_is_refused_but_a_supervisor_can_end_a_wrap_up() -> None:
     with pytest.raises(FailedPrecondition, match="finish the contacts before logging out"):
         run(on_voice_contact(), d.Logout("a-1", at(50)))
@@ -362,12 +403,16 @@ def test_random_command_sequences_keep_the_agent_invariants(steps: list) -> None
         now += timedelta(seconds=advance)
         try:
             if isinstance(make, str):
+                note(f"+{advance}s: {make} deadline")
                 events = next(
                     (d.on_deadline(agent, dl, now) for dl in d.deadlines(agent) if dl.name == make), []
                 )
             else:
-                events = d.decide(agent, make(agent, now))
-        except DomainError:
+                command = make(agent, now)
+                note(f"+{advance}s: {command!r}")
+                events = d.decide(agent, command)
+        except DomainError as refusal:
+            note(f"  refused: {refusal}")
             continue
         for event in events:
             if isinstance(event, ev.AgentStateChanged) and event.offer_id and not event.offer_outcome:
@@ -382,3 +427,4 @@ def test_random_command_sequences_keep_the_agent_invariants(steps: list) -> None
         assert agent.logged_in or (not agent.contacts and agent.offer is None and agent.wrap_up is None)
         assert (agent.state == S.AGENT_STATE_WRAP_UP) == (agent.wrap_up is not None)
         assert (agent.state == S.AGENT_STATE_RESERVED) == (agent.offer is not None and not agent.contacts)
+        assert not (agent.state == S.AGENT_STATE_READY and agent.contacts), "a ready agent holds no contact"
