@@ -15,7 +15,7 @@ PROTOS := $(shell find proto -name '*.proto')
 DEMO_MINUTES ?= 5
 DEMO_SEED ?= 7
 
-.PHONY: help setup setup-run run demo test test-unit lint format proto bench erlang-check chaos quarantine kafka-jars kafka-up kafka-down topics clean
+.PHONY: help setup setup-run run demo test test-unit lint format proto bench erlang-check chaos quarantine token kafka-jars kafka-up kafka-down topics clean
 
 help:
 	@echo "make run    set up what is missing, start the Kafka broker and the services"
@@ -26,6 +26,7 @@ help:
 	@echo "make erlang-check  an M/M/c queue through the services: measured SL and ASA against Erlang C"
 	@echo "make chaos  the fault suite: broker and service kills, lag, poison, bad input; facts lost/doubled/misrecorded"
 	@echo "make quarantine SERVICE=intake [ARGS='skip TOPIC PARTITION OFFSET --by NAME']  records a service could not apply"
+	@echo "make token ROLE=agent SUBJECT=a-17 [TOKEN_ARGS='--hours 1']  a local bearer token (docs/security.md)"
 	@echo "other: setup proto kafka-jars kafka-up kafka-down topics format clean"
 
 # What running needs (make run): the services' packages, generated code and the broker's jars.
@@ -91,6 +92,12 @@ SERVICE ?= intake
 ARGS ?= list
 quarantine: setup-run
 	$(PY) -m services.platform.quarantine --service $(SERVICE) $(ARGS)
+
+ROLE ?= supervisor
+SUBJECT ?=
+TOKEN_ARGS ?=
+token: setup-run
+	@$(PY) -m services.platform.identity token --role $(ROLE) $(if $(SUBJECT),--subject $(SUBJECT)) $(TOKEN_ARGS)
 
 test: setup
 	$(PY) -m pytest

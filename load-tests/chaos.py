@@ -55,6 +55,7 @@ from simulator.scenario import QueuePlan, Scenario, steady
 from services.platform import broker
 from services.platform.settings import DEFAULT_DATA_DIR, GrpcSettings
 from services.platform.topics import ensure_topics, load_topic_specs
+from tests.support.identity import CallerChannel
 
 DAY = replace(
     Scenario(),
@@ -253,8 +254,8 @@ def stop_while_broker_away(run: Run) -> None:
 
 def _first_routed_call(system: System, since: float, within_s: float = 120.0) -> float | None:
     """Seconds from ``since`` until a probe call is started and queued (retrying what is refused)."""
-    intake = intake_grpc.IntakeServiceStub(grpc.insecure_channel(system.address("intake")))
-    routing = routing_grpc.RoutingServiceStub(grpc.insecure_channel(system.address("routing")))
+    intake = intake_grpc.IntakeServiceStub(CallerChannel(system.address("intake")))
+    routing = routing_grpc.RoutingServiceStub(CallerChannel(system.address("routing")))
     contact_id = f"probe-{time.monotonic_ns()}"
     steps = [
         lambda: intake.StartContact(
@@ -306,7 +307,7 @@ def bad_input(run: Run) -> None:
     on: every one is refused for what it is, none with INTERNAL, and nothing of them is written."""
     codes: Counter[str] = Counter()
     huge = "x" * 1_100_000
-    channels = {name: grpc.insecure_channel(run.system.address(name)) for name in NAMES}
+    channels = {name: CallerChannel(run.system.address(name)) for name in NAMES}
     intake = intake_grpc.IntakeServiceStub(channels["intake"])
     agents = agents_grpc.AgentsServiceStub(channels["agents"])
     routing = routing_grpc.RoutingServiceStub(channels["routing"])
@@ -478,7 +479,7 @@ def _await_gone(admin: AdminClient, topics: tuple[str, ...], within_s: float = 6
 
 
 def _quarantined(system: System, name: str) -> int:
-    with grpc.insecure_channel(system.address(name)) as channel:
+    with CallerChannel(system.address(name)) as channel:
         stub = operations_grpc.OperationsServiceStub(channel)
         records = stub.ListQuarantined(operations_pb.ListQuarantinedRequest(), timeout=10).records
     return sum(1 for r in records if not r.resolved)

@@ -30,7 +30,6 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from statistics import fmean, stdev
 
-import grpc
 from callcenter.kpi.v1 import service_pb2 as kpi_pb
 from callcenter.kpi.v1 import service_pb2_grpc as kpi_grpc
 from rich.console import Console
@@ -43,6 +42,7 @@ from simulator.scenario import QueuePlan, Scenario
 from services import launcher
 from services.kpi import erlang
 from services.platform.settings import Settings
+from tests.support.identity import CallerChannel
 
 QUEUE = "mmc"
 CONFIDENCE = 0.99
@@ -161,7 +161,7 @@ def _compare(
     agent_ids: list[str],
     args: argparse.Namespace,
 ) -> int:
-    with grpc.insecure_channel(address) as channel:
+    with CallerChannel(address) as channel:
         kpis = kpi_grpc.KpiServiceStub(channel)
         minutes = [dict(row.values) for row in _query(kpis, kpi_pb.SCOPE_QUEUE, window, [QUEUE])]
         agents = [dict(row.values) for row in _query(kpis, kpi_pb.SCOPE_AGENT, window, agent_ids)]

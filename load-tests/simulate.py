@@ -31,6 +31,7 @@ from simulator.wallboard import MemoryWatch, render
 
 from services import launcher
 from services.platform.settings import DEFAULT_DATA_DIR, Settings
+from tests.support.identity import CallerChannel
 
 
 def main() -> int:
@@ -119,7 +120,7 @@ def _report(sim: Simulation, began: datetime, path: Path, console: Console) -> b
         kpi_pb.INTERVAL_MINUTE if (ended - began).total_seconds() < 7200 else kpi_pb.INTERVAL_FIFTEEN_MINUTES
     )
     try:
-        with grpc.insecure_channel(sim.endpoints.kpi) as channel:
+        with CallerChannel(sim.endpoints.kpi) as channel:
             rows = fetch(kpi_grpc.KpiServiceStub(channel), began, ended, interval)
     except grpc.RpcError as error:
         console.print(f"[red]no KPI report: the KPI service answered {error.code().name}: {error.details()}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import signal
@@ -27,6 +28,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from rich.console import Console
 from rich.table import Table
 
+from services.platform.identity import ensure_local, transport_credentials
 from services.platform.process import EXIT_REFUSED
 from services.platform.settings import DEFAULT_DATA_DIR, PROJECT_ROOT, Settings
 
@@ -109,6 +111,8 @@ def start_all(
     names: tuple[str, ...] = (),
 ) -> list[Running]:
     log_dir.mkdir(parents=True, exist_ok=True)
+    # Once, before any service starts: they all serve the one local CA's certificate and trust one key.
+    ensure_local(Settings())
     running = []
     for service in services(port_offset):
         if names and service.name not in names:
@@ -119,9 +123,14 @@ def start_all(
     return running
 
 
+@functools.cache
+def _transport() -> grpc.ChannelCredentials:
+    return transport_credentials(Settings().tls)
+
+
 def health_of(address: str, timeout_s: float = 1.0) -> int | None:
     """The health status a service reports, or None when nothing answers."""
-    with grpc.insecure_channel(address) as channel:
+    with grpc.secure_channel(address, _transport()) as channel:
         try:
             reply = health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(), timeout=timeout_s
@@ -252,7 +261,8 @@ def main() -> int:
         console.print(table)
         console.print(
             "Next: `make demo` in another terminal runs callers and agents against these services with a "
-            "live wallboard (it writes .data/simulator/report.html). Traces: CC_TELEMETRY__EXPORTER=console "
+            "live wallboard (it writes .data/simulator/report.html). Calls need TLS (.data/tls/ca.pem) and a "
+            "token: `make token ROLE=supervisor SUBJECT=sv-1` (docs/security.md). Traces: CC_TELEMETRY__EXPORTER=console "
             "(into the logs above) or otlp. Ctrl-C stops the services; the Kafka broker keeps running "
             "(`make kafka-down` stops it)."
         )

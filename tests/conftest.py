@@ -23,6 +23,7 @@ import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from services.platform import broker
+from services.platform.identity import ensure_local
 from services.platform.settings import BrokerSettings, KafkaSettings, Settings
 from services.platform.topics import ensure_topics, load_topic_specs
 
@@ -31,6 +32,11 @@ pytest_plugins = ["tests.support.embedded_clickhouse"]
 
 # Services started by tests claim their writer ids here, not in the project's .data/run.
 os.environ.setdefault("CC_RUN_DIR", tempfile.mkdtemp(prefix="callcenter-run-"))
+# The test session's own local CA and token signing key (tests.support.identity creates them).
+_IDENTITY = tempfile.mkdtemp(prefix="callcenter-identity-")
+os.environ.setdefault("CC_TLS__DIR", os.path.join(_IDENTITY, "tls"))
+os.environ.setdefault("CC_AUTH__DIR", os.path.join(_IDENTITY, "identity"))
+ensure_local(Settings())
 
 
 @dataclass(frozen=True)

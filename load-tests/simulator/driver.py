@@ -45,6 +45,7 @@ from services.platform.envelope import EventRegistry, PoisonEvent, decode
 from services.platform.kafka import consumer_config
 from services.platform.settings import KafkaSettings
 from simulator.scenario import AgentPlan, Caller, Habits, Scenario, agent_plans, callers
+from tests.support.identity import CallerChannel
 
 VOICE = types_pb2.Channel.CHANNEL_VOICE
 END = intake_ev.ContactEndReason
@@ -234,15 +235,14 @@ class Simulation:
         self.contacts: dict[str, Contact] = {}
         self.agents: dict[str, Agent] = {}
         self._channels = [
-            grpc.insecure_channel(address)
-            for address in (endpoints.intake, endpoints.routing, endpoints.agents)
+            CallerChannel(address) for address in (endpoints.intake, endpoints.routing, endpoints.agents)
         ]
         self.intake = intake_grpc.IntakeServiceStub(self._channels[0])
         self.routing = routing_grpc.RoutingServiceStub(self._channels[1])
         self.desktops = agents_grpc.AgentsServiceStub(self._channels[2])
         self.kpis: kpi_grpc.KpiServiceStub | None = None
         if endpoints.kpi:
-            self._channels.append(grpc.insecure_channel(endpoints.kpi))
+            self._channels.append(CallerChannel(endpoints.kpi))
             self.kpis = kpi_grpc.KpiServiceStub(self._channels[-1])
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sim-grpc")
         self._inbox: queue.Queue[Callable[[], None]] = queue.Queue()

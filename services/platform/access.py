@@ -206,3 +206,27 @@ class AccessInterceptor(grpc.ServerInterceptor):
             return current_principal.set(principal)
 
         return admit
+
+
+def roles_phrase(access: Access) -> str:
+    """How the contracts and docs state an entry: ``Roles: agent (its own agent_id only), supervisor.``"""
+    parts = []
+    for role in Role:
+        if role in access.roles:
+            scope = {Role.AGENT: access.agent_field, Role.DEPARTMENT: access.department_field}.get(role)
+            parts.append(f"{role} (its own {scope} only)" if scope else str(role))
+    return "Roles: " + ", ".join(parts) + "."
+
+
+def markdown_table() -> str:
+    """The table as docs/security.md shows it (``python -m services.platform.access``)."""
+    lines = ["| service | rpc | roles |", "|---|---|---|"]
+    for service, methods in ACCESS_BY_SERVICE.items():
+        for method, access in methods.items():
+            roles = roles_phrase(access).removeprefix("Roles: ").removesuffix(".")
+            lines.append(f"| {service.rsplit('.', 1)[-1]} | {method} | {roles} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(markdown_table())

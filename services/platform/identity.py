@@ -238,19 +238,35 @@ class TokenIssuer:
         return self.issue(subject, [role], **scopes)
 
 
-def channel_credentials(tls: TlsSettings, token: str) -> grpc.ChannelCredentials:
-    """TLS trusting the configured CA, with ``token`` sent on every call. With ``tls.plaintext`` the
-    channel is gRPC's local (loopback, unencrypted) one, which still carries the token."""
-    calls = grpc.access_token_call_credentials(token)
+def transport_credentials(tls: TlsSettings) -> grpc.ChannelCredentials:
+    """TLS trusting the configured CA; with ``tls.plaintext``, gRPC's local (loopback, unencrypted)
+    credentials. Enough for health checks; every other call needs a token as well."""
     if tls.plaintext:
-        return grpc.composite_channel_credentials(grpc.local_channel_credentials(), calls)
-    transport = grpc.ssl_channel_credentials(root_certificates=tls.ca.read_bytes())
-    return grpc.composite_channel_credentials(transport, calls)
+        return grpc.local_channel_credentials()
+    return grpc.ssl_channel_credentials(root_certificates=tls.ca.read_bytes())
+
+
+def channel_credentials(tls: TlsSettings, token: str) -> grpc.ChannelCredentials:
+    """The transport of ``transport_credentials`` with ``token`` sent on every call."""
+    return grpc.composite_channel_credentials(
+        transport_credentials(tls), grpc.access_token_call_credentials(token)
+    )
 
 
 def channel(address: str, tls: TlsSettings, token: str, **options: Any) -> grpc.Channel:
     """A client channel to one of our services, authenticated as ``token``'s principal."""
     return grpc.secure_channel(address, channel_credentials(tls, token), options=list(options.items()))
+
+
+def operator_token(settings: Settings, given: str | None, role: Role, subject: str) -> str:
+    """The token a command-line tool calls with: ``given`` (--token or CC_TOKEN), else, in local mode
+    only, one for ``role`` from the local issuer."""
+    if given:
+        return given
+    if settings.environment == "cluster":
+        raise Unauthenticated(f"give a token for role {role} (--token or CC_TOKEN) from your identity provider")
+    ensure_local(settings)
+    return TokenIssuer(settings.auth).for_role(role, subject)
 
 
 def server_credentials(tls: TlsSettings) -> grpc.ServerCredentials:

@@ -21,6 +21,8 @@ resolution is read before the replay that would meet it again.
 from __future__ import annotations
 
 import argparse
+import getpass
+import os
 import sys
 import uuid
 from collections.abc import Iterable
@@ -34,7 +36,9 @@ from callcenter.platform.v1 import service_pb2_grpc
 
 from services.platform.envelope import EVENT_TYPE_HEADER, Envelope
 from services.platform.errors import InvalidArgument
+from services.platform.identity import Role, channel, operator_token
 from services.platform.requests import Request
+from services.platform.settings import Settings
 
 if TYPE_CHECKING:
     from services.platform.eventstore import LogRecord
@@ -252,9 +256,13 @@ def main(argv: list[str] | None = None) -> int:
     skip.add_argument("offset", type=int)
     skip.add_argument("--by", required=True, help="who decides (kept on the audit event)")
     skip.add_argument("--note", default="")
+    parser.add_argument("--token", default=os.environ.get("CC_TOKEN"), help="an admin's token (local: issued)")
     args = parser.parse_args(argv)
     address = args.address or launcher.addresses()[args.service]
-    with grpc.insecure_channel(address) as channel:
+    settings = Settings()
+    token = operator_token(settings, args.token, Role.ADMIN, f"operator-{getpass.getuser()}")
+    with channel(address, settings.tls, token) as grpc_channel:
+        operations = service_pb2_grpc.OperationsServiceStub(grpc_channel)
         operations = service_pb2_grpc.OperationsServiceStub(channel)
         try:
             if args.command == "list":

@@ -17,6 +17,7 @@ from services.platform.identity import (
     TokenVerifier,
     channel,
     channel_credentials,
+    transport_credentials,
     ensure_local,
     server_credentials,
 )
@@ -64,7 +65,7 @@ def server_security(table: Mapping[str, Access] = ACCESS) -> dict[str, Any]:
     }
 
 
-def transport_credentials(role: Role | str, subject: str = "", **scopes: str) -> grpc.ChannelCredentials:
+def call_credentials(role: Role | str, subject: str = "", **scopes: str) -> grpc.ChannelCredentials:
     """TLS with a token for ``role`` on every call, for channels a test builds itself."""
     return channel_credentials(_settings().tls, token(role, subject, **scopes))
 
@@ -106,9 +107,7 @@ class CallerChannel:
     one connection. Generated stubs take it as a channel."""
 
     def __init__(self, address: str, choose: Any = caller_token) -> None:
-        self._channel = grpc.secure_channel(
-            address, grpc.ssl_channel_credentials(_settings().tls.ca.read_bytes())
-        )
+        self._channel = grpc.secure_channel(address, transport_credentials(_settings().tls))
         self._choose = choose
 
     def unary_unary(self, method: str, *args: Any, **kwargs: Any) -> _Authenticated:

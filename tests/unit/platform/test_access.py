@@ -7,6 +7,7 @@ that reach it, so each refusal is shown to change nothing behind the interceptor
 from __future__ import annotations
 
 import importlib
+import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from services.platform.access import ACCESS, ACCESS_BY_SERVICE, authorize
+from services.platform.access import ACCESS, ACCESS_BY_SERVICE, authorize, markdown_table, roles_phrase
 from services.platform.errors import PermissionDenied
 from services.platform.grpc_server import ServiceRegistration, create_server
 from services.platform.identity import Principal, Role
@@ -313,3 +314,38 @@ def test_the_local_issuer_names_an_agents_own_agent_id() -> None:
         audience=settings.auth.audience,
     )
     assert (claims["sub"], claims["roles"], claims["agent_id"]) == ("a-17", ["agent"], "a-17")
+
+
+def _proto_roles() -> dict[str, str]:
+    """Each rpc's "Roles: ..." comment in proto/, by /package.Service/Method."""
+    found = {}
+    for path in sorted((Path(__file__).parents[3] / "proto").glob("callcenter/*/v1/service.proto")):
+        text = path.read_text()
+        package = re.search(r"^package ([\w.]+);", text, re.M).group(1)
+        service = ""
+        comment: list[str] = []
+        for line in text.splitlines():
+            stripped = line.strip()
+            if match := re.match(r"service (\w+) \{", stripped):
+                service = f"{package}.{match.group(1)}"
+            if match := re.match(r"rpc (\w+)\(", stripped):
+                roles = [c for c in comment if c.startswith("Roles: ")]
+                found[f"/{service}/{match.group(1)}"] = roles[-1] if roles else ""
+            comment = [*comment, stripped.removeprefix("// ")] if stripped.startswith("//") else []
+    return found
+
+
+def test_each_rpcs_proto_comment_names_exactly_the_roles_of_its_entry() -> None:
+    said = _proto_roles()
+    assert said.keys() == ACCESS.keys()
+    wrong = {
+        method: (said[method], roles_phrase(access))
+        for method, access in ACCESS.items()
+        if said[method] != roles_phrase(access)
+    }
+    assert wrong == {}, "proto comment vs services/platform/access.py"
+
+
+def test_docs_security_shows_the_table_as_it_is() -> None:
+    docs = (Path(__file__).parents[3] / "docs" / "security.md").read_text()
+    assert markdown_table() in docs, "regenerate it: python -m services.platform.access"

@@ -34,7 +34,7 @@ from services.platform.health import Health
 from services.platform.identity import Role
 from services.platform.settings import TelemetrySettings
 from services.platform.telemetry import server_interceptors, setup_telemetry, traced_channel
-from tests.support.identity import secure_channel, server_security, transport_credentials
+from tests.support.identity import secure_channel, server_security, call_credentials
 
 PROBE_SERVICE = "test.platform.Probe"
 PROBE_ACCESS = {
@@ -209,7 +209,7 @@ def test_trace_context_travels_from_client_to_server_in_metadata(running, teleme
         traced_channel(
             f"127.0.0.1:{running.port}",
             telemetry.tracer_provider,
-            credentials=transport_credentials(Role.SUPERVISOR),
+            credentials=call_credentials(Role.SUPERVISOR),
         ) as channel,
         tracer.start_as_current_span("agent desktop click") as caller,
     ):
