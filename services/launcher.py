@@ -262,7 +262,8 @@ def main() -> int:
         console.print(
             "Next: `make demo` in another terminal runs callers and agents against these services with a "
             "live wallboard (it writes .data/simulator/report.html). Calls need TLS (.data/tls/ca.pem) and a "
-            "token: `make token ROLE=supervisor SUBJECT=sv-1` (docs/security.md). Traces: CC_TELEMETRY__EXPORTER=console "
+            "token: `make token ROLE=supervisor SUBJECT=sv-1` (docs/security.md). Traces: "
+            "CC_TELEMETRY__EXPORTER=console "
             "(into the logs above) or otlp. Ctrl-C stops the services; the Kafka broker keeps running "
             "(`make kafka-down` stops it)."
         )

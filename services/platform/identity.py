@@ -264,7 +264,9 @@ def operator_token(settings: Settings, given: str | None, role: Role, subject: s
     if given:
         return given
     if settings.environment == "cluster":
-        raise Unauthenticated(f"give a token for role {role} (--token or CC_TOKEN) from your identity provider")
+        raise Unauthenticated(
+            f"give a token for role {role} (--token or CC_TOKEN) from the identity provider"
+        )
     ensure_local(settings)
     return TokenIssuer(settings.auth).for_role(role, subject)
 
