@@ -256,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     skip.add_argument("offset", type=int)
     skip.add_argument("--by", required=True, help="who decides (kept on the audit event)")
     skip.add_argument("--note", default="")
-    parser.add_argument("--token", default=os.environ.get("CC_TOKEN"), help="an admin's token (local: issued)")
+    parser.add_argument("--token", default=os.environ.get("CC_TOKEN"), help="an admin token (local: issued)")
     args = parser.parse_args(argv)
     address = args.address or launcher.addresses()[args.service]
     settings = Settings()

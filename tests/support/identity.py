@@ -17,9 +17,9 @@ from services.platform.identity import (
     TokenVerifier,
     channel,
     channel_credentials,
-    transport_credentials,
     ensure_local,
     server_credentials,
+    transport_credentials,
 )
 from services.platform.settings import Settings
 

@@ -34,7 +34,7 @@ from services.platform.health import Health
 from services.platform.identity import Role
 from services.platform.settings import TelemetrySettings
 from services.platform.telemetry import server_interceptors, setup_telemetry, traced_channel
-from tests.support.identity import secure_channel, server_security, call_credentials
+from tests.support.identity import call_credentials, secure_channel, server_security
 
 PROBE_SERVICE = "test.platform.Probe"
 PROBE_ACCESS = {
