@@ -23,11 +23,13 @@ how late its callers arrived against the plan (p99) and how long its calls waite
 from __future__ import annotations
 
 import argparse
+import json
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 
 from callcenter.intake.v1 import events_pb2 as intake_ev
 from callcenter.routing.v1 import events_pb2 as routing_ev
@@ -223,6 +225,7 @@ def main() -> None:
     parser.add_argument("--agents-per-rate", type=float, default=5.0, help="agents per contact/s offered")
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--reuse-services", action="store_true", help="use services already running")
+    parser.add_argument("--json", type=Path, help="also write the results here, as JSON")
     parser.add_argument(
         "--warm-up-seconds",
         type=float,
@@ -291,6 +294,9 @@ def main() -> None:
         f"baseline, one bare transactional produce -> read_committed consume on the same broker: "
         f"p50 {base_median:.1f} ms, p99 {base_p99:.1f} ms"
     )
+    if args.json:
+        baseline = {"p50_ms": base_median, "p99_ms": base_p99}
+        args.json.write_text(json.dumps({"results": [asdict(r) for r in results], "baseline_hop": baseline}))
 
 
 if __name__ == "__main__":

@@ -24,10 +24,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 from rich.console import Console
 from rich.table import Table
 
+from services.platform import probe
 from services.platform.identity import ensure_local, transport_credentials
 from services.platform.process import EXIT_REFUSED
 from services.platform.settings import DEFAULT_DATA_DIR, PROJECT_ROOT, Settings
@@ -129,15 +130,8 @@ def _transport() -> grpc.ChannelCredentials:
 
 
 def health_of(address: str, timeout_s: float = 1.0) -> int | None:
-    """The health status a service reports, or None when nothing answers."""
-    with grpc.secure_channel(address, _transport()) as channel:
-        try:
-            reply = health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(), timeout=timeout_s
-            )
-        except grpc.RpcError:
-            return None
-        return reply.status
+    """The health status a local service reports, or None when nothing answers."""
+    return probe.health_of(address, _transport(), timeout_s)
 
 
 def wait_healthy(running: list[Running], timeout_s: float = 60.0) -> None:
