@@ -146,6 +146,8 @@ class TokenVerifier:
             )
         except jwt.ExpiredSignatureError:
             raise Unauthenticated("the token has expired; get a new one") from None
+        except jwt.ImmatureSignatureError:
+            raise Unauthenticated("the token is not valid yet (its iat or nbf is in the future)") from None
         except jwt.InvalidAudienceError:
             raise Unauthenticated(f"the token is not for this audience ({self._auth.audience})") from None
         except jwt.InvalidIssuerError:
