@@ -18,7 +18,7 @@ class IntakeServicer(service_pb2_grpc.IntakeServiceServicer):
         self._intake = intake
 
     def StartContact(self, request: pb.StartContactRequest, context) -> pb.StartContactResponse:
-        caller = self._intake.party(request.caller_number)
+        caller = self._intake.party(request.caller_number, "caller_number")
         command = domain.StartContact(
             contact_id=request.contact_id,
             channel=request.channel,
@@ -84,7 +84,7 @@ class IntakeServicer(service_pb2_grpc.IntakeServiceServicer):
         return pb.EndContactResponse(contact=self._run(request, context, command))
 
     def RequestCallback(self, request: pb.RequestCallbackRequest, context) -> pb.RequestCallbackResponse:
-        party = self._intake.party(request.callback_number)
+        party = self._intake.number_to_call(request.callback_number, "callback_number")
         command = domain.RequestCallback(
             contact_id=request.contact_id,
             callback_party=party,

@@ -17,9 +17,9 @@ from services.intake import domain
 from services.intake.domain import Command, Contact, Party
 from services.platform.codec import dataclass_codec
 from services.platform.envelope import Cause, Envelope, EventRegistry
-from services.platform.errors import DomainError, NotFound, Overloaded
+from services.platform.errors import DomainError, InvalidArgument, NotFound, Overloaded
 from services.platform.eventstore import AggregateKind, EventStore, Loaded, Transaction
-from services.platform.privacy import pseudonymise
+from services.platform.privacy import Identifier, Kind, UnreadableIdentifier, pseudonym, read
 from services.platform.requests import Request
 from services.platform.settings import IntakeSettings, PrivacySettings
 
@@ -123,9 +123,36 @@ class IntakeService:
     def now(self) -> datetime:
         return self._clock()
 
-    def party(self, identifier: str) -> Party:
-        """A customer's number or address as the keyed HMAC and masked form; empty when anonymous."""
-        reference = pseudonymise(identifier, self._privacy)
+    def party(self, identifier: str, field: str) -> Party:
+        """A customer's number or address, as ``field`` of a request gave it, as the keyed HMAC and
+        masked form; empty for an anonymous caller (no number, or a withheld one). A text that is none
+        of these is refused naming the field (services.platform.privacy says what is read)."""
+        return self._party(self._read(identifier, field))
+
+    def number_to_call(self, number: str, field: str) -> Party:
+        """A number the center is to call, read as ``party`` reads it; empty when none is given. A
+        withheld number or an e-mail address cannot be called: refused naming the field."""
+        if not number.strip():
+            return Party()
+        identifier = self._read(number, field)
+        match identifier.kind:
+            case Kind.WITHHELD:
+                raise InvalidArgument(
+                    f"{field}: a withheld number (anonymous, restricted, unavailable) cannot be called "
+                    f"back; give the number to call, or leave {field} empty to call the caller's own"
+                )
+            case Kind.EMAIL:
+                raise InvalidArgument(f"{field}: an e-mail address cannot be called; give a phone number")
+        return self._party(identifier)
+
+    def _read(self, identifier: str, field: str) -> Identifier:
+        try:
+            return read(identifier, self._privacy.default_region)
+        except UnreadableIdentifier as error:
+            raise InvalidArgument(f"{field}: {error}") from None
+
+    def _party(self, identifier: Identifier) -> Party:
+        reference = pseudonym(identifier, self._privacy)
         return Party(reference.hash, reference.masked)
 
     def execute(self, request: Request, command: Command) -> Contact:

@@ -45,13 +45,24 @@ _STATUS_BY_ERROR = (
 
 class NewContact(BaseModel):
     """A contact from a gateway. ``from`` is the customer's address or number: pseudonymised at once,
-    never stored. Voice does not come this way: telephony reports it over gRPC."""
+    never stored; one that is neither (nor a withheld number) is refused with 400 naming ``from``.
+    Voice does not come this way: telephony reports it over gRPC."""
 
     model_config = ConfigDict(populate_by_name=True)
 
     request_id: RequestId = Field(description="the gateway's idempotency key, 1 to 128 characters")
     channel: Literal["chat", "email", "sms", "web_callback"]
-    customer: str = Field(default="", alias="from", max_length=254)
+    customer: str = Field(
+        default="",
+        alias="from",
+        max_length=254,
+        description=(
+            "the customer's e-mail address or phone number (E.164, after the 00 prefix, national, or a "
+            "tel: or sip: URI; one number in any of these forms is one customer); empty or a withheld "
+            "form ('anonymous', 'restricted', ...) for an anonymous customer; anything else is refused "
+            "with 400"
+        ),
+    )
     to: str = Field(
         default="", max_length=254, description="the center's address or number the customer wrote to"
     )
@@ -112,7 +123,7 @@ def create_app(intake: IntakeService) -> FastAPI:
 
     @app.post("/v1/contacts", status_code=status.HTTP_201_CREATED)
     def start_contact(body: NewContact) -> ContactJson:
-        customer = intake.party(body.customer)
+        customer = intake.party(body.customer, "from")
         fields = {**body.model_dump(exclude={"request_id", "customer"}), "from": customer.hash}
         started = intake.execute(
             WriteRequest.of_fields(body.request_id, "StartContact", fields),

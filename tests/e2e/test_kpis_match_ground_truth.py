@@ -6,6 +6,12 @@ out) drives intake, routing and agents over gRPC; the KPI service projects their
 embedded ClickHouse engine. Then every KPI is computed twice: by the views in ``deploy/clickhouse``
 and directly from the simulator's record of each contact's queue visits and each agent's desk.
 
+The callers' numbers reach intake as a Chinese trunk writes them (``clear_numbers.Telephony``):
+E.164 with and without spaces or dashes, after the 00 prefix, with 86 and no '+', national, as tel: and
+sip: URIs, and withheld in the forms telephony sends for that. One caller in several forms must be
+one pseudonym in the KPIs, the withheld ones none, and after the run no topic, service log line or
+KPI table may hold any of the numbers in clear, nor their last 8 digits.
+
 Counts must match exactly. Times cannot: the simulator stamps a moment when it makes or hears back
 from a call, the services when they handle it, a few milliseconds to one Kafka hop (~0.1 s) apart.
 So every moment may differ by ``HOP_S``: an average by as much, a sum of n intervals by 2n times
@@ -17,6 +23,7 @@ differ by ``PUSH_S``.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import uuid
 from collections import Counter
@@ -26,7 +33,10 @@ from datetime import UTC, datetime, timedelta
 from statistics import mean
 from typing import Any
 
+import grpc
 import pytest
+from callcenter.common.v1 import types_pb2
+from callcenter.intake.v1 import service_pb2 as intake_pb
 from simulator.driver import Endpoints, Simulation
 from simulator.scenario import QueuePlan, Scenario
 
@@ -34,8 +44,23 @@ from services.agents import main as agents_main
 from services.intake import main as intake_main
 from services.kpi import main as kpi_main
 from services.kpi.store import KpiStore, open_kpi_store
-from services.platform.settings import ClickHouseSettings, GrpcSettings, HttpSettings, Settings
+from services.platform.privacy import pseudonymise
+from services.platform.settings import (
+    ClickHouseSettings,
+    GrpcSettings,
+    HttpSettings,
+    PrivacySettings,
+    Settings,
+)
 from services.routing import main as routing_main
+from tests.e2e.clear_numbers import (
+    Finder,
+    LogCapture,
+    Telephony,
+    scan_lines,
+    scan_tables,
+    scan_topics,
+)
 
 HOP_S = 0.35
 PUSH_S = 2 * HOP_S
@@ -67,10 +92,17 @@ SCENARIO = replace(
 
 @dataclass(frozen=True)
 class Day:
+    """The run's truth (each contact's ``caller`` is its mobile, None when withheld; ``sent`` what
+    telephony sent), the KPI store, the window the run covers, and what the services logged."""
+
     contacts: list[dict[str, Any]]
     agents: list[dict[str, Any]]
     store: KpiStore
     window: dict[str, Any]
+    privacy: PrivacySettings
+    mobiles: set[str]
+    logs: list[str]
+    refusals: list[str]
 
     def visits(self) -> list[dict[str, Any]]:
         """Every queue visit, with its contact's caller and arrival."""
@@ -110,7 +142,8 @@ def eventually(read: Callable[[], Any], holds: Callable[[Any], bool], what: str,
 
 @pytest.fixture(scope="module")
 def day(kafka_broker: Any, embedded_clickhouse_dir: Any) -> Iterator[Day]:
-    """One simulated day through the four services: its truth, the KPI store and the window it covers."""
+    """One simulated day through the four services: its truth, the KPI store and the window it covers.
+    The services are stopped before the tests read it, so their logs are complete."""
     clickhouse = ClickHouseSettings(data_dir=embedded_clickhouse_dir, database=f"e2e_{uuid.uuid4().hex[:8]}")
     settings = Settings(
         kafka=kafka_broker.kafka,
@@ -119,42 +152,75 @@ def day(kafka_broker: Any, embedded_clickhouse_dir: Any) -> Iterator[Day]:
         clickhouse=clickhouse,
         instance_id=f"e2e-{uuid.uuid4().hex[:6]}",
     )
-    processes = {
-        name: start(settings)
-        for name, start in (
-            ("kpi", kpi_main.start),
-            ("intake", intake_main.start),
-            ("routing", routing_main.start),
-            ("agents", agents_main.start),
+    telephony = Telephony(SCENARIO)
+    with contextlib.ExitStack() as kept:
+        with contextlib.ExitStack() as run:
+            logs = run.enter_context(LogCapture())
+            processes: dict[str, Any] = {}
+            run.callback(lambda: [process.close(5) for process in processes.values()])
+            for name, start in (
+                ("kpi", kpi_main.start),
+                ("intake", intake_main.start),
+                ("routing", routing_main.start),
+                ("agents", agents_main.start),
+            ):
+                processes[name] = start(settings)
+            store = kept.enter_context(open_kpi_store(clickhouse))
+            address = {name: f"127.0.0.1:{process.server.port}" for name, process in processes.items()}
+            sim = Simulation(
+                SCENARIO, Endpoints(address["intake"], address["routing"], address["agents"], settings.kafka)
+            )
+            sim.intake = telephony.adapter(sim.intake)
+            began = datetime.now(UTC)
+            sim.setup()
+            sim.run(drain_s=60.0)
+            refusals = _unreadable_reports(sim.intake, sim.run_id, sorted(telephony.mobiles())[0])
+            sim.teardown()
+            contacts = [
+                _as_telephony_sent_it(contact.truth(), telephony) for contact in sim.contacts.values()
+            ]
+            agents = [agent.truth() for agent in sim.agents.values()]
+            visits = sum(len(c["visits"]) for c in contacts)
+            wrapped = sum(1 for c in contacts for v in c["visits"] if v["wrapped_at"])
+            assert not sim.tally.errors, sim.tally.error_details
+            expected = (len(contacts), visits, 0, wrapped, 0)
+            eventually(
+                lambda: _settled(store, sim.run_id),
+                lambda counts: counts == expected,
+                f"every contact and visit of the run closed in the KPIs, every wrap-up done, every agent out "
+                f"(contacts, visits, open visits, wrapped, agents in: {expected})",
+            )
+            window = {"f": began, "t": datetime.now(UTC), "run": sim.run_id}
+        # The services stopped: their logs are complete.
+        yield Day(
+            contacts, agents, store, window, settings.privacy, telephony.mobiles(), logs.lines, refusals
         )
-    }
-    store = open_kpi_store(clickhouse)
-    try:
-        address = {name: f"127.0.0.1:{process.server.port}" for name, process in processes.items()}
-        sim = Simulation(
-            SCENARIO, Endpoints(address["intake"], address["routing"], address["agents"], settings.kafka)
+
+
+def _unreadable_reports(intake: Any, run_id: str, mobile: str) -> list[str]:
+    """Starts a trunk gets wrong, each holding a caller number of the run: each is refused, recording
+    nothing; their details (which an adapter logs) are kept for the scan."""
+    national = mobile.removeprefix("+86")
+    details = []
+    for n, written in enumerate((f"{mobile} ext 12", f"{national}#", f"CLI:{national}")):
+        request = intake_pb.StartContactRequest(
+            request_id=f"{run_id}/unreadable/{n}",
+            contact_id=f"{run_id}-unreadable-{n}",
+            channel=types_pb2.Channel.CHANNEL_VOICE,
+            caller_number=written,
         )
-        began = datetime.now(UTC)
-        sim.setup()
-        sim.run(drain_s=60.0)
-        sim.teardown()
-        contacts = [contact.truth() for contact in sim.contacts.values()]
-        agents = [agent.truth() for agent in sim.agents.values()]
-        visits = sum(len(c["visits"]) for c in contacts)
-        wrapped = sum(1 for c in contacts for v in c["visits"] if v["wrapped_at"])
-        assert not sim.tally.errors, sim.tally.error_details
-        expected = (len(contacts), visits, 0, wrapped, 0)
-        eventually(
-            lambda: _settled(store, sim.run_id),
-            lambda counts: counts == expected,
-            f"every contact and visit of the run closed in the KPIs, every wrap-up done, every agent out "
-            f"(contacts, visits, open visits, wrapped, agents in: {expected})",
-        )
-        yield Day(contacts, agents, store, {"f": began, "t": datetime.now(UTC), "run": sim.run_id})
-    finally:
-        store.close()
-        for process in processes.values():
-            process.close(5)
+        with pytest.raises(grpc.RpcError) as refused:
+            intake.StartContact(request, timeout=10)
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT, refused.value.details()
+        details.append(refused.value.details())
+    return details
+
+
+def _as_telephony_sent_it(truth: dict[str, Any], telephony: Telephony) -> dict[str, Any]:
+    """The simulator's truth of a contact, its caller known by the mobile telephony sent (None when
+    withheld: an anonymous caller is nobody's repeat)."""
+    line = telephony.sent[truth["contact_id"]]
+    return {**truth, "caller": line.mobile, "sent": line.sent}
 
 
 def _settled(store: KpiStore, run_id: str) -> tuple[int, int, int, int, int]:
@@ -193,8 +259,9 @@ def test_the_day_shows_every_kind_of_contact_and_desk_event(day: Day) -> None:
     assert {"accepted", "rejected", "timed_out"} <= set(offers), offers
     reasons = {reason for a in day.agents for _, state, reason in a["timeline"] if state == "not_ready"}
     assert "missed_offer" in reasons and len(reasons) > 1, reasons
-    callers = Counter(c["caller"] for c in day.contacts)
+    callers = Counter(c["caller"] for c in day.contacts if c["caller"])
     assert max(callers.values()) > 1, "no caller called twice: first-contact resolution proves nothing"
+    assert any(c["caller"] is None for c in day.contacts), "no withheld caller: anonymity proves nothing"
 
 
 def test_every_contact_and_visit_and_how_it_ended_is_counted_once(day: Day) -> None:
@@ -391,14 +458,15 @@ def test_first_contact_resolution_counts_callers_who_called_the_same_queue_again
     visits = day.visits()
     arrivals: dict[tuple[str, str], list[datetime]] = {}
     for visit in visits:
-        arrivals.setdefault((visit["caller"], visit["queue_id"]), []).append(_time(visit["arrived_at"]))  # type: ignore[arg-type]
+        if visit["caller"] is not None:  # a withheld caller is nobody's repeat
+            arrivals.setdefault((visit["caller"], visit["queue_id"]), []).append(_time(visit["arrived_at"]))  # type: ignore[arg-type]
     got = {row["queue_id"]: row for row in day.query(_FCR)}
     for plan in SCENARIO.queues:
         handled = [v for v in visits if v["queue_id"] == plan.queue_id and v["answered_at"]]
         repeats = sum(
             any(
                 answered < later <= answered + timedelta(days=FCR_DAYS)
-                for later in arrivals[(v["caller"], plan.queue_id)]
+                for later in arrivals.get((v["caller"], plan.queue_id), [])
             )
             for v in handled
             for answered in [_time(v["answered_at"])]
@@ -406,7 +474,7 @@ def test_first_contact_resolution_counts_callers_who_called_the_same_queue_again
         close_calls = sum(
             abs((later - _time(v["answered_at"])).total_seconds()) <= HOP_S  # type: ignore[operator]
             for v in handled
-            for later in arrivals[(v["caller"], plan.queue_id)]
+            for later in arrivals.get((v["caller"], plan.queue_id), [])
         )
         row = got.get(plan.queue_id, {"handled": 0, "repeats": 0})
         assert row["handled"] == len(handled), plan.queue_id
@@ -414,3 +482,44 @@ def test_first_contact_resolution_counts_callers_who_called_the_same_queue_again
 
 
 _FCR = f"SELECT * FROM kpi_fcr(days={FCR_DAYS}, from={{f:DateTime64(3)}}, to={{t:DateTime64(3)}})"
+
+
+def test_one_caller_in_several_forms_is_one_pseudonym_in_the_kpis_and_a_withheld_one_none(day: Day) -> None:
+    rows = day.query(
+        """SELECT contact_id, any(caller_hash) AS pseudonym, uniqExact(caller_hash) AS hashes
+           FROM contact_facts WHERE startsWith(contact_id, {run:String}) GROUP BY contact_id"""
+    )
+    facts = {row["contact_id"]: row for row in rows}
+    forms: dict[str, set[str]] = {}
+    hashes: dict[str, set[str]] = {}
+    for contact in day.contacts:
+        fact = facts[contact["contact_id"]]
+        assert fact["hashes"] == 1, contact["contact_id"]
+        if contact["caller"] is None:
+            assert fact["pseudonym"] == "", f"withheld as {contact['sent']!r}, yet a caller"
+            continue
+        forms.setdefault(contact["caller"], set()).add(contact["sent"])
+        hashes.setdefault(contact["caller"], set()).add(fact["pseudonym"])
+    assert sum(len(sent) > 1 for sent in forms.values()) >= 3, "too few callers seen in several forms"
+    for mobile, seen in hashes.items():
+        assert seen == {pseudonymise(mobile, day.privacy).hash}, (mobile, sorted(forms[mobile]))
+    assert len({next(iter(seen)) for seen in hashes.values()}) == len(hashes), "two callers, one pseudonym"
+
+
+def test_no_caller_number_is_in_clear_in_any_topic_log_line_or_kpi_table(day: Day, kafka_broker: Any) -> None:
+    finder = Finder(day.mobiles)
+    topics = scan_topics(kafka_broker.client_config(), finder)
+    logs = scan_lines(day.logs, finder)
+    tables = scan_tables(day.store, finder)
+    for scan in (topics, logs, tables):
+        print(scan.summary())
+
+    assert topics.found + logs.found + tables.found == []
+    assert len(day.refusals) == 3 and not [detail for detail in day.refusals if finder.find(detail)]
+    assert {"contacts.events.v1", "contacts.snapshots.v1", "deadletter.v1", "__consumer_offsets"} <= set(
+        topics.units
+    )
+    assert topics.units["contacts.events.v1"] >= len(day.contacts) and tables.units["contact_facts"] > 0
+    assert logs.units["lines"] > 0
+    sent = [contact["sent"] for contact in day.contacts if contact["caller"]]
+    assert all(finder.find(written) for written in sent), "the scan would miss a form the run sent"

@@ -172,3 +172,36 @@ def test_domain_refusals_carry_the_reason_and_their_status(gateway: Gateway) -> 
 
     missing = gateway.http.post("/v1/contacts/nobody/end", json={"request_id": "gw-end-3"})
     assert missing.status_code == 404
+
+
+def test_one_customer_texting_from_the_number_in_two_forms_is_one_pseudonym(gateway: Gateway) -> None:
+    first = gateway.start("gw-1", channel="sms", **{"from": "+86 139 1234 5678"})
+    second = gateway.start("gw-2", channel="sms", **{"from": "13912345678"})
+
+    assert first["caller"] == second["caller"] == "**********5678"
+    started = [e.payload.caller for e in gateway.events() if e.event_type == "ContactStarted"]
+    assert started[0] == started[1] and started[0].hash
+
+
+@pytest.mark.parametrize("written", ["not a number", "+999 1234", "139-1234-5678 ext 2"])
+def test_an_unreadable_from_is_refused_naming_the_field_and_nothing_is_recorded(
+    gateway: Gateway, written: str
+) -> None:
+    refused = gateway.http.post("/v1/contacts", json=new_contact(channel="sms", **{"from": written}))
+
+    assert refused.status_code == 400
+    assert refused.json()["error"].startswith("from: not a phone number")
+    assert written not in refused.text
+    assert gateway.events() == []
+
+
+def test_a_withheld_from_is_an_anonymous_customer_but_no_web_callback(gateway: Gateway) -> None:
+    chat = gateway.start("gw-1", channel="sms", **{"from": "anonymous"})
+    assert (chat["stage"], chat["caller"]) == ("queued", "")
+
+    callback = gateway.http.post(
+        "/v1/contacts", json=new_contact("gw-2", channel="web_callback", **{"from": "Restricted"})
+    )
+    assert callback.status_code == 400
+    assert callback.json()["error"] == "a web callback needs the customer's number: the center calls them"
+    assert [e.event_type for e in gateway.events()] == ["ContactStarted", "RoutingRequested"]

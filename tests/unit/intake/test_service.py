@@ -239,7 +239,9 @@ def test_a_transfer_queues_the_contact_again_for_routing(intake: Intake) -> None
 def test_a_callback_waits_for_the_agents_call_out_to_be_answered(intake: Intake) -> None:
     intake.start()
     intake.select()
-    request = pb.RequestCallbackRequest(request_id="cb-1", contact_id="c-1", callback_number="+44 7700 900123")
+    request = pb.RequestCallbackRequest(
+        request_id="cb-1", contact_id="c-1", callback_number="+44 7700 900123"
+    )
     request.window_start.FromDatetime(T0 + timedelta(hours=1))
     request.window_end.FromDatetime(T0 + timedelta(hours=3))
 
@@ -492,3 +494,87 @@ def test_routings_answer_read_before_its_request_is_recorded_leaves_nothing_wait
     assert backlog.behind() == timedelta(seconds=6)
     backlog.taken("c-1")
     assert backlog.behind() == timedelta(0)
+
+
+# Caller numbers --------------------------------------------------------------------------------
+
+
+def test_one_caller_in_every_form_telephony_writes_the_number_is_one_pseudonym(intake: Intake) -> None:
+    forms = ("+86 139-1234-5678", "008613912345678", "13912345678", "sip:+8613912345678@gw;user=phone")
+    for n, written in enumerate(forms):
+        intake.start(contact_id=f"c-{n}", request_id=f"start-{n}", number=written)
+
+    callers = {
+        e.payload.caller.SerializeToString() for e in intake.events() if e.event_type == "ContactStarted"
+    }
+    assert callers == {pseudonymise("+8613912345678", PRIVACY).SerializeToString()}
+    assert intake.contact("c-2").caller.masked == "**********5678"
+
+
+@pytest.mark.parametrize(
+    "withheld", ["", "anonymous", "Restricted", '"Anonymous" <sip:anonymous@anonymous.invalid>', "0000000000"]
+)
+def test_a_withheld_number_starts_a_contact_with_no_caller_reference(intake: Intake, withheld: str) -> None:
+    started = intake.start(number=withheld)
+
+    assert started.stage == STAGE.CONTACT_STAGE_IVR
+    assert started.caller == types_pb2.PartyReference()
+    [event] = intake.events()
+    assert event.payload.caller == types_pb2.PartyReference()
+
+
+@pytest.mark.parametrize("written", ["not-a-number", "+999 1234 5678", "139 1234 5678 ext 9", "1"])
+def test_an_unreadable_caller_number_is_refused_naming_the_field_and_nothing_is_recorded(
+    intake: Intake, written: str
+) -> None:
+    with pytest.raises(grpc.RpcError) as refused:
+        intake.start(number=written)
+
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert refused.value.details().startswith("caller_number: not a phone number")
+    assert written not in refused.value.details()
+    assert intake.events() == []
+    assert intake.start(number=NUMBER).stage == STAGE.CONTACT_STAGE_IVR, "the refusal is not remembered"
+
+
+@pytest.mark.parametrize(
+    ("number", "says"),
+    [
+        ("anonymous", "callback_number: a withheld number (anonymous, restricted, unavailable) cannot be"),
+        ("sip:anonymous@anonymous.invalid", "callback_number: a withheld number"),
+        ("jane@example.org", "callback_number: an e-mail address cannot be called"),
+        ("call me", "callback_number: not a phone number"),
+    ],
+)
+def test_a_callback_to_a_withheld_or_unreadable_number_is_refused_and_nothing_is_recorded(
+    intake: Intake, number: str, says: str
+) -> None:
+    intake.start()
+    intake.select()
+    before = intake.types()
+
+    with pytest.raises(grpc.RpcError) as refused:
+        intake.stub.RequestCallback(
+            pb.RequestCallbackRequest(request_id="cb-1", contact_id="c-1", callback_number=number)
+        )
+
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert refused.value.details().startswith(says)
+    assert intake.types() == before
+    assert intake.contact().stage == STAGE.CONTACT_STAGE_QUEUED
+
+
+def test_a_withheld_caller_cannot_be_called_back_on_their_own_number(intake: Intake) -> None:
+    intake.start(number="anonymous")
+    intake.select()
+
+    with pytest.raises(grpc.RpcError) as refused:
+        intake.stub.RequestCallback(pb.RequestCallbackRequest(request_id="cb-1", contact_id="c-1"))
+
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "anonymous caller; a callback needs the number to call" in refused.value.details()
+    assert "CallbackRequested" not in intake.types()
+    called_back = intake.stub.RequestCallback(
+        pb.RequestCallbackRequest(request_id="cb-2", contact_id="c-1", callback_number="13912345678")
+    ).contact
+    assert called_back.stage == STAGE.CONTACT_STAGE_CALLBACK_PENDING
