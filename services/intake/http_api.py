@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Literal
 
 from callcenter.common.v1 import types_pb2
-from fastapi import FastAPI, Path, Request, status
+from fastapi import Depends, FastAPI, Path, Request, status
 from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from services.intake import domain
 from services.intake.domain import Contact
 from services.intake.handlers import IntakeService
+from services.platform.access import authorize
+from services.platform.envelope import Actor
 from services.platform.errors import (
     DomainError,
     FailedPrecondition,
@@ -20,8 +24,10 @@ from services.platform.errors import (
     NotFound,
     Overloaded,
     PermissionDenied,
+    Unauthenticated,
     Unavailable,
 )
+from services.platform.identity import TokenVerifier
 from services.platform.requests import Request as WriteRequest
 
 CHANNELS = {
@@ -103,8 +109,45 @@ def contact_json(contact: Contact) -> ContactJson:
     )
 
 
-def create_app(intake: IntakeService) -> FastAPI:
+INTAKE = "/callcenter.intake.v1.IntakeService"
+_BEARER = HTTPBearer(
+    auto_error=False,
+    description="A token for role telephony (a channel gateway), as for intake's gRPC API: docs/security.md",
+)
+
+
+def _caller(*rpcs: str) -> Callable[..., Actor]:
+    """A dependency: the actor of a request whose bearer token the app's verifier accepts, for a role
+    that each of ``rpcs`` (what the route does) grants."""
+
+    def authenticated(
+        request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)]
+    ) -> Actor:
+        if credentials is None:
+            raise Unauthenticated("no bearer token: send 'Authorization: Bearer <token>'")
+        principal = request.app.state.verifier.verify(credentials.credentials)
+        for rpc in rpcs:
+            authorize(f"{INTAKE}/{rpc}", principal, None)
+        return Actor(principal.subject, tuple(sorted(principal.roles)))
+
+    return authenticated
+
+
+Starting = Annotated[Actor, Depends(_caller("StartContact", "RequestRouting"))]
+Ending = Annotated[Actor, Depends(_caller("EndContact"))]
+Reading = Annotated[Actor, Depends(_caller("GetContact"))]
+
+
+def create_app(intake: IntakeService, verifier: TokenVerifier) -> FastAPI:
+    """The gateways' API over ``intake``; every route needs a bearer token that ``verifier`` accepts,
+    for a role that the rpc the route stands for grants (``services.platform.access``)."""
     app = FastAPI(title="Intake for channel gateways", version="1")
+    app.state.verifier = verifier
+
+    @app.exception_handler(Unauthenticated)
+    async def unauthenticated(_request: Request, error: Unauthenticated) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"}
+        return JSONResponse(status_code=401, content={"error": str(error)}, headers=headers)
 
     @app.exception_handler(DomainError)
     async def refused(_request: Request, error: DomainError) -> JSONResponse:
@@ -122,11 +165,11 @@ def create_app(intake: IntakeService) -> FastAPI:
         return JSONResponse(status_code=429, content={"error": str(error)}, headers=headers)
 
     @app.post("/v1/contacts", status_code=status.HTTP_201_CREATED)
-    def start_contact(body: NewContact) -> ContactJson:
+    def start_contact(body: NewContact, actor: Starting) -> ContactJson:
         customer = intake.party(body.customer, "from")
         fields = {**body.model_dump(exclude={"request_id", "customer"}), "from": customer.hash}
         started = intake.execute(
-            WriteRequest.of_fields(body.request_id, "StartContact", fields),
+            WriteRequest.of_fields(body.request_id, "StartContact", fields, actor=actor),
             domain.StartContact(
                 contact_id="",
                 channel=CHANNELS[body.channel],
@@ -140,19 +183,20 @@ def create_app(intake: IntakeService) -> FastAPI:
         # Two reports, each idempotent by its own request id: a gateway retrying after a failure
         # between them gets the same contact, routed once.
         routed = intake.execute(
-            WriteRequest.of_fields(f"{body.request_id}/routing", "RequestRouting", fields),
+            WriteRequest.of_fields(f"{body.request_id}/routing", "RequestRouting", fields, actor=actor),
             domain.RequestRouting(started.contact_id, body.queue_id),
         )
         return contact_json(routed)
 
     @app.post("/v1/contacts/{contact_id}/end")
-    def end_contact(contact_id: ContactId, body: EndRequest) -> ContactJson:
+    def end_contact(contact_id: ContactId, body: EndRequest, actor: Ending) -> ContactJson:
         command = domain.EndContact(contact_id, domain.EndReason.CONTACT_END_REASON_CALLER)
-        request = WriteRequest.of_fields(body.request_id, "EndContact", {"contact_id": contact_id})
+        fields = {"contact_id": contact_id}
+        request = WriteRequest.of_fields(body.request_id, "EndContact", fields, actor=actor)
         return contact_json(intake.execute(request, command))
 
     @app.get("/v1/contacts/{contact_id}")
-    def get_contact(contact_id: ContactId) -> ContactJson:
+    def get_contact(contact_id: ContactId, _caller: Reading) -> ContactJson:
         return contact_json(intake.get(contact_id))
 
     return app

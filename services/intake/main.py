@@ -14,6 +14,7 @@ from fastapi import FastAPI
 from services.intake.bootstrap import bootstrap
 from services.intake.handlers import KIND, IntakeService
 from services.intake.http_api import create_app
+from services.platform.identity import TokenVerifier
 from services.platform.process import (
     ServiceProcess,
     StartRefused,
@@ -21,7 +22,7 @@ from services.platform.process import (
     run_main,
     serve_context,
 )
-from services.platform.settings import Settings
+from services.platform.settings import Settings, TlsSettings
 
 log = logging.getLogger("services.intake")
 
@@ -43,7 +44,8 @@ def start(settings: Settings, stop: threading.Event | None = None) -> IntakeProc
         http_socket.close()
         raise
     try:
-        process.http_port = _serve_http(create_app(process.service), http_socket, process)
+        app = create_app(process.service, TokenVerifier(settings.auth))
+        process.http_port = _serve_http(app, http_socket, process, settings.tls)
     except Exception:
         process.close(0)
         raise
@@ -71,10 +73,11 @@ def _bind(address: str) -> socket.socket:
     return bound
 
 
-def _serve_http(app: FastAPI, bound: socket.socket, process: IntakeProcess) -> int:
-    """Run uvicorn on a thread of the process, on the socket bound for it, stopped with the process;
-    returns its port."""
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+def _serve_http(app: FastAPI, bound: socket.socket, process: IntakeProcess, tls: TlsSettings) -> int:
+    """Run uvicorn on a thread of the process, on the socket bound for it, over TLS with the service's
+    certificate (unless ``tls.plaintext``), stopped with the process; returns its port."""
+    certificate = {} if tls.plaintext else {"ssl_certfile": str(tls.cert), "ssl_keyfile": str(tls.key)}
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", **certificate))
 
     def run() -> None:
         # uvicorn logs why it cannot start and then raises SystemExit; the wait below reports it.

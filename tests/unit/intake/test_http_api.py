@@ -13,9 +13,11 @@ from pydantic import SecretStr
 
 from services.intake.handlers import EVENTS_TOPIC, SNAPSHOTS_TOPIC, IntakeService, contact_kind, registry
 from services.intake.http_api import create_app
-from services.platform.envelope import Envelope, decode
+from services.platform.envelope import Actor, Envelope, decode
 from services.platform.eventstore import EventStore
-from services.platform.settings import IntakeSettings, PrivacySettings
+from services.platform.identity import TokenVerifier
+from services.platform.settings import IntakeSettings, PrivacySettings, Settings
+from tests.support.identity import token
 from tests.support.memory import InMemoryBroker, InMemoryEventLog
 
 ADDRESS = "Jane.Doe@Example.org"
@@ -57,7 +59,8 @@ def gateway() -> Iterator[Gateway]:
     )
     store.start()
     service = IntakeService(store, PrivacySettings(hmac_key=SecretStr("test-key")), IntakeSettings())
-    with TestClient(create_app(service)) as http:
+    app = create_app(service, TokenVerifier(Settings().auth))
+    with TestClient(app, headers={"Authorization": f"Bearer {token('telephony', 'gw-chat')}"}) as http:
         yield Gateway(broker, http)
 
 
@@ -205,3 +208,30 @@ def test_a_withheld_from_is_an_anonymous_customer_but_no_web_callback(gateway: G
     assert callback.status_code == 400
     assert callback.json()["error"] == "a web callback needs the customer's number: the center calls them"
     assert [e.event_type for e in gateway.events()] == ["ContactStarted", "RoutingRequested"]
+
+
+def test_a_request_without_a_token_is_unauthenticated_and_records_nothing(gateway: Gateway) -> None:
+    response = gateway.http.post("/v1/contacts", json=new_contact("gw-anon"), headers={"Authorization": ""})
+    forged = gateway.http.post(
+        "/v1/contacts", json=new_contact("gw-forged"), headers={"Authorization": "Bearer not-a-token"}
+    )
+    assert (response.status_code, response.headers["WWW-Authenticate"]) == (401, "Bearer")
+    assert response.json() == {"error": "no bearer token: send 'Authorization: Bearer <token>'"}
+    assert forged.status_code == 401 and "not a valid JWT" in forged.json()["error"]
+    assert gateway.events() == []
+
+
+def test_a_token_of_another_role_is_forbidden_naming_the_rpc(gateway: Gateway) -> None:
+    desk = {"Authorization": f"Bearer {token('agent', 'a-17')}"}
+    response = gateway.http.post("/v1/contacts", json=new_contact("gw-desk"), headers=desk)
+    assert response.status_code == 403
+    assert response.json()["error"] == (
+        "IntakeService.StartContact needs one of the roles telephony; the token of a-17 has agent"
+    )
+    assert gateway.events() == []
+
+
+def test_the_gateway_is_the_actor_of_what_it_reports(gateway: Gateway) -> None:
+    body = gateway.start()
+    gateway.http.post(f"/v1/contacts/{body['contact_id']}/end", json={"request_id": "gw-end-actor"})
+    assert {e.actor for e in gateway.events()} == {Actor("gw-chat", ("telephony",))}

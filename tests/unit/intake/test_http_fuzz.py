@@ -11,10 +11,13 @@ from pydantic import SecretStr
 from services.intake.handlers import EVENTS_TOPIC, SNAPSHOTS_TOPIC, IntakeService, contact_kind, registry
 from services.intake.http_api import create_app
 from services.platform.eventstore import EventStore
-from services.platform.settings import IntakeSettings, PrivacySettings
+from services.platform.identity import TokenVerifier
+from services.platform.settings import IntakeSettings, PrivacySettings, Settings
+from tests.support.identity import token
 from tests.support.memory import InMemoryBroker, InMemoryEventLog
 
 BROKER = InMemoryBroker()
+GATEWAY_TOKEN = token("telephony", "gw-fuzz")
 
 
 def _gateway() -> FastAPI:
@@ -22,7 +25,8 @@ def _gateway() -> FastAPI:
         InMemoryEventLog(BROKER, EVENTS_TOPIC, SNAPSHOTS_TOPIC, "intake-fuzz"), registry(), [contact_kind()]
     )
     store.start()
-    return create_app(IntakeService(store, PrivacySettings(hmac_key=SecretStr("test-key")), IntakeSettings()))
+    service = IntakeService(store, PrivacySettings(hmac_key=SecretStr("test-key")), IntakeSettings())
+    return create_app(service, TokenVerifier(Settings().auth))
 
 
 schema = schemathesis.openapi.from_asgi("/openapi.json", _gateway())
@@ -33,7 +37,7 @@ schema = schemathesis.openapi.from_asgi("/openapi.json", _gateway())
 def test_no_request_gets_a_server_error_and_a_refused_one_records_nothing(case) -> None:
     before = len(BROKER.records(EVENTS_TOPIC))
 
-    response = case.call()
+    response = case.call(headers={"Authorization": f"Bearer {GATEWAY_TOKEN}"})
 
     assert response.status_code < 500, (
         f"{case.method} {case.path}: {response.status_code} {response.text[:300]}"
