@@ -18,7 +18,7 @@ from typing import Any
 
 import grpc
 
-from services.platform.errors import PermissionDenied, Unauthenticated
+from services.platform.errors import PermissionDenied, Unauthenticated, Unavailable
 from services.platform.grpc_server import ALWAYS_OPEN, status_for, wrapped_handler
 from services.platform.identity import Principal, Role, TokenVerifier, bearer_token, current_principal
 
@@ -201,7 +201,7 @@ class AccessInterceptor(grpc.ServerInterceptor):
             try:
                 principal = self._verifier.verify(bearer_token(context.invocation_metadata()))
                 authorize(method, principal, request, self._table)
-            except (Unauthenticated, PermissionDenied) as refused:
+            except (Unauthenticated, PermissionDenied, Unavailable) as refused:
                 context.abort(status_for(refused), str(refused))
             return current_principal.set(principal)
 

@@ -27,7 +27,7 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from services.platform.errors import Unauthenticated
+from services.platform.errors import Unauthenticated, Unavailable
 from services.platform.settings import AuthSettings, Settings, TlsSettings
 from services.platform.tls import ensure_local_ca, write_private
 
@@ -159,6 +159,11 @@ class TokenVerifier:
             raise Unauthenticated(f"the token lacks the {missing.claim} claim") from None
         except jwt.InvalidSignatureError:
             raise Unauthenticated("the token's signature does not verify") from None
+        except jwt.PyJWKClientConnectionError:
+            # The identity provider is away: not the caller's fault, and a retry may pass.
+            raise Unavailable(
+                "the identity provider's keys cannot be fetched now; try again shortly"
+            ) from None
         except (jwt.PyJWTError, ValueError) as error:
             raise Unauthenticated(f"the token is not a valid JWT ({type(error).__name__})") from None
 

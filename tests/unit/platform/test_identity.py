@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.server
 import ipaddress
 import json
+import socket
 import stat
 import threading
 import time
@@ -16,7 +17,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from services.platform.errors import Unauthenticated
+from services.platform.errors import Unauthenticated, Unavailable
 from services.platform.identity import Role, TokenIssuer, TokenVerifier, ensure_local, main, operator_token
 from services.platform.settings import AuthSettings, Settings, TlsSettings
 from services.platform.tls import ensure_local_ca
@@ -126,3 +127,20 @@ def test_tokens_of_an_identity_provider_verify_by_its_jwks_url(identity_provider
     foreign = TokenIssuer(local_issuer).for_role(Role.SUPERVISOR, "sv-1")
     with pytest.raises(Unauthenticated):
         TokenVerifier(auth).verify(foreign)
+
+
+def test_an_identity_provider_that_is_away_makes_the_check_unavailable_not_the_caller_wrong(tmp_path) -> None:
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    auth = AuthSettings(algorithms=("RS256",), jwks_url=f"http://127.0.0.1:{port}/certs", dir=tmp_path)
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    claims = {"iss": auth.issuer, "aud": auth.audience, "sub": "sv-1", "roles": ["supervisor"]}
+    issued = jwt.encode(
+        {**claims, "iat": int(time.time()), "exp": int(time.time()) + 300},
+        key,
+        algorithm="RS256",
+        headers={"kid": "k1"},
+    )
+    with pytest.raises(Unavailable, match="identity provider's keys cannot be fetched"):
+        TokenVerifier(auth).verify(issued)
