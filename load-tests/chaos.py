@@ -48,6 +48,7 @@ from faults.observe import Tail
 from faults.system import NAMES, System
 from rich.console import Console
 from rich.table import Table
+from simulator.callers import CallerChannel
 from simulator.driver import Endpoints, Simulation
 from simulator.measure import CpuShares, describe, percentile
 from simulator.scenario import QueuePlan, Scenario, steady
@@ -55,7 +56,6 @@ from simulator.scenario import QueuePlan, Scenario, steady
 from services.platform import broker
 from services.platform.settings import DEFAULT_DATA_DIR, GrpcSettings
 from services.platform.topics import ensure_topics, load_topic_specs
-from tests.support.identity import CallerChannel
 
 DAY = replace(
     Scenario(),

@@ -36,13 +36,13 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 from scipy.stats import t as student_t
+from simulator.callers import CallerChannel
 from simulator.driver import Endpoints, Simulation
 from simulator.scenario import QueuePlan, Scenario
 
 from services import launcher
 from services.kpi import erlang
 from services.platform.settings import Settings
-from tests.support.identity import CallerChannel
 
 QUEUE = "mmc"
 CONFIDENCE = 0.99

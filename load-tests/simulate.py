@@ -24,6 +24,7 @@ from callcenter.kpi.v1 import service_pb2 as kpi_pb
 from callcenter.kpi.v1 import service_pb2_grpc as kpi_grpc
 from rich.console import Console
 from rich.live import Live
+from simulator.callers import CallerChannel
 from simulator.driver import Endpoints, Simulation
 from simulator.report import fetch, write_report
 from simulator.scenario import Scenario
@@ -31,7 +32,6 @@ from simulator.wallboard import MemoryWatch, render
 
 from services import launcher
 from services.platform.settings import DEFAULT_DATA_DIR, Settings
-from tests.support.identity import CallerChannel
 
 
 def main() -> int:

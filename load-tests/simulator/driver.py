@@ -44,8 +44,8 @@ from google.protobuf.duration_pb2 import Duration
 from services.platform.envelope import EventRegistry, PoisonEvent, decode
 from services.platform.kafka import consumer_config
 from services.platform.settings import KafkaSettings
+from simulator.callers import CallerChannel
 from simulator.scenario import AgentPlan, Caller, Habits, Scenario, agent_plans, callers
-from tests.support.identity import CallerChannel
 
 VOICE = types_pb2.Channel.CHANNEL_VOICE
 END = intake_ev.ContactEndReason
