@@ -15,7 +15,7 @@ PROTOS := $(shell find proto -name '*.proto')
 DEMO_MINUTES ?= 5
 DEMO_SEED ?= 7
 
-.PHONY: help setup setup-run run demo test test-unit lint format proto bench erlang-check chaos quarantine token kafka-jars kafka-up kafka-down topics clean
+.PHONY: help setup setup-run run demo test test-unit lint format proto bench erlang-check chaos quarantine token kafka-jars kafka-up kafka-down topics acls clean
 
 help:
 	@echo "make run    set up what is missing, start the Kafka broker and the services"
@@ -27,7 +27,7 @@ help:
 	@echo "make chaos  the fault suite: broker and service kills, lag, poison, bad input; facts lost/doubled/misrecorded"
 	@echo "make quarantine SERVICE=intake [ARGS='skip TOPIC PARTITION OFFSET --by NAME']  records a service could not apply"
 	@echo "make token ROLE=agent SUBJECT=a-17 [TOKEN_ARGS='--hours 1']  a local bearer token (docs/security.md)"
-	@echo "other: setup proto kafka-jars kafka-up kafka-down topics format clean"
+	@echo "other: setup proto kafka-jars kafka-up kafka-down topics acls format clean"
 
 # What running needs (make run): the services' packages, generated code and the broker's jars.
 # setup adds the test and lint tools (pytest and friends, buf).
@@ -59,15 +59,21 @@ $(KAFKA_LIBS)/.complete: deploy/kafka/pom.xml
 $(BUF):
 	GOBIN=$(CURDIR)/.tools/bin GOFLAGS=-mod=mod go install github.com/bufbuild/buf/cmd/buf@$(BUF_VERSION)
 
+# The broker secured (CC_BROKER__SECURITY=plaintext runs it open): the local CA and the admin's SCRAM
+# password with the storage, then the topics, then the other principals' users and ACLs.
 kafka-up: setup-run
 	$(PY) -m services.platform.broker up
 	$(PY) -m services.platform.topics ensure
+	$(PY) -m services.platform.acls ensure
 
 kafka-down:
 	test ! -x $(PY) || $(PY) -m services.platform.broker down
 
 topics: setup-run
 	$(PY) -m services.platform.topics ensure
+
+acls: setup-run
+	$(PY) -m services.platform.acls ensure
 
 run: kafka-up
 	$(PY) -m services.launcher

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -24,6 +25,7 @@ import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -133,10 +135,11 @@ def faust_rate(topic: str, events: int, guarantee: str) -> float:
 def faust_worker(topic: str, events: int, guarantee: str, datadir: str) -> None:
     import faust  # only the worker process imports faust: it takes over the process
 
-    bootstrap = Settings().kafka.bootstrap_servers
+    kafka = Settings().kafka
     app = faust.App(
         f"bench-{uuid.uuid4().hex[:6]}",
-        broker=f"kafka://{bootstrap}",
+        broker=f"kafka://{kafka.bootstrap_servers}",
+        broker_credentials=_faust_credentials(kafka),
         processing_guarantee=guarantee,
         store="memory://",
         web_enabled=False,
@@ -163,6 +166,20 @@ def faust_worker(topic: str, events: int, guarantee: str, datadir: str) -> None:
 
     sys.argv = [sys.argv[0], "worker", "-l", "error"]
     app.main()
+
+
+def _faust_credentials(kafka: KafkaSettings) -> Any:
+    """faust's (aiokafka's) view of our client settings: SCRAM over TLS as the admin, or none."""
+    import faust
+
+    if not kafka.uses_sasl:
+        return None
+    return faust.SASLCredentials(
+        username=kafka.sasl_username,
+        password=kafka.password(),
+        ssl_context=ssl.create_default_context(cafile=kafka.ssl_ca_location),
+        mechanism=kafka.sasl_mechanism,
+    )
 
 
 def _create(admin: AdminClient, topics: list[str], compact: str = "") -> None:

@@ -1,10 +1,13 @@
 """Shared fixtures: the real Kafka broker, once per test session, and fresh topics for isolation.
 
 ``kafka_broker`` reuses a broker that already answers on the configured port (``make kafka-up``;
-``CC_BROKER__HOST`` / ``CC_BROKER__PORT``, default 127.0.0.1:19092). Otherwise it starts its own on
-free ports with its data under pytest's temporary directory, so tests never touch ``.data/``, and stops
-it at the end of the session. Either way the topics of ``deploy/kafka/topics.toml`` exist.
-Tests that use it are marked ``kafka`` automatically, so ``pytest -m "not kafka"`` skips them.
+``CC_BROKER__HOST`` / ``CC_BROKER__PORT``, default 127.0.0.1:19092) to the project's admin login.
+Otherwise it starts its own on free ports with its data, CA and SCRAM passwords under pytest's
+temporary directories, so tests never touch ``.data/``, and stops it at the end of the session. Either
+way it is secured (unless ``CC_BROKER__SECURITY=plaintext``), the topics of
+``deploy/kafka/topics.toml`` exist and the users and ACLs of ``deploy/kafka/acls.toml`` are applied.
+``kafka_broker.kafka`` is the admin's; ``kafka_as(principal)`` another principal's, as a service
+connects. Tests that use it are marked ``kafka`` automatically, so ``pytest -m "not kafka"`` skips them.
 """
 
 from __future__ import annotations
@@ -23,8 +26,9 @@ import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from services.platform import broker
+from services.platform.acls import ensure_access, load_acl_specs
 from services.platform.identity import ensure_local
-from services.platform.settings import BrokerSettings, KafkaSettings, Settings
+from services.platform.settings import DEFAULT_DATA_DIR, BrokerSettings, KafkaSettings, Settings
 from services.platform.topics import ensure_topics, load_topic_specs
 
 # One embedded ClickHouse data folder per pytest process (chdb allows one); tests isolate by database.
@@ -49,10 +53,33 @@ class KafkaBroker:
     started_by_tests: bool
 
     def client_config(self, **overrides: Any) -> dict[str, Any]:
+        """The admin's client configuration (the super user)."""
         return {**self.kafka.client_config(), **overrides}
 
     def admin(self) -> AdminClient:
         return AdminClient(self.client_config())
+
+    @property
+    def secured(self) -> bool:
+        return self.broker.secured
+
+    def kafka_as(self, principal: str) -> KafkaSettings:
+        """The settings ``principal`` (a service's name, ``dept-<code>``) connects with."""
+        return broker.client_settings(self.broker, principal)
+
+    def client_config_as(self, principal: str, **overrides: Any) -> dict[str, Any]:
+        return {**self.kafka_as(principal).client_config(), **overrides}
+
+    def environment(self, principal: str) -> dict[str, str]:
+        """The ``CC_*`` variables that make a service process connect here as ``principal``."""
+        kafka = self.kafka_as(principal)
+        return {
+            "CC_KAFKA__BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+            "CC_KAFKA__SECURITY_PROTOCOL": kafka.security_protocol,
+            "CC_KAFKA__SASL_USERNAME": principal,
+            "CC_KAFKA__SASL_PASSWORD_FILE": str(kafka.sasl_password_file),
+            "CC_KAFKA__SSL_CA_LOCATION": str(kafka.ssl_ca_location),
+        }
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -76,8 +103,15 @@ def free_port() -> Callable[[], int]:
 @pytest.fixture(scope="session")
 def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroker]:
     configured = Settings().broker
-    if broker.is_running(configured):
-        session_broker, started = configured, False
+    # `make kafka-up`'s broker has the project's CA and passwords, not this session's (CC_TLS__DIR...).
+    project = configured.model_copy(
+        update={
+            "tls_dir": DEFAULT_DATA_DIR / "tls",
+            "credentials_dir": DEFAULT_DATA_DIR / "identity" / "kafka",
+        }
+    )
+    if broker.is_running(project):
+        session_broker, started = project, False
     else:
         session_broker = configured.model_copy(
             update={
@@ -95,8 +129,10 @@ def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBrok
             raise
     try:
         servers = broker.bootstrap_servers(session_broker)
-        kafka = KafkaSettings(bootstrap_servers=servers)
+        kafka = broker.client_settings(session_broker)
         ensure_topics(kafka.client_config(), load_topic_specs())
+        if session_broker.secured:
+            ensure_access(kafka.client_config(), load_acl_specs(), session_broker.credentials_dir)
         yield KafkaBroker(servers, kafka, session_broker, started)
     finally:
         if started:

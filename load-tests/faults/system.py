@@ -27,7 +27,8 @@ from grpc_health.v1 import health_pb2
 
 from services import launcher
 from services.platform import broker
-from services.platform.settings import PROJECT_ROOT, BrokerSettings, KafkaSettings
+from services.platform.acls import ensure_access, load_acl_specs
+from services.platform.settings import PROJECT_ROOT, BrokerSettings, KafkaSettings, Settings
 from services.platform.topics import ensure_topics, load_topic_specs
 
 STANDIN = PROJECT_ROOT / "tests" / "support" / "clickhouse_http_standin.py"
@@ -82,13 +83,19 @@ class System:
 
     @property
     def broker(self) -> BrokerSettings:
-        return BrokerSettings(
-            port=self.broker_port, controller_port=self.controller_port, data_dir=self.root / "kafka"
+        # Its security mode, CA and passwords as the services' settings see them (CC_BROKER__SECURITY...).
+        return Settings().broker.model_copy(
+            update={
+                "port": self.broker_port,
+                "controller_port": self.controller_port,
+                "data_dir": self.root / "kafka",
+            }
         )
 
     @property
     def kafka(self) -> KafkaSettings:
-        return KafkaSettings(bootstrap_servers=broker.bootstrap_servers(self.broker))
+        """The admin's: the suite's own reads and writes (each service connects as its own principal)."""
+        return broker.client_settings(self.broker)
 
     @property
     def clickhouse_url(self) -> str:
@@ -114,6 +121,8 @@ class System:
         self._mount_disk()
         self.start_broker()
         ensure_topics(self.kafka.client_config(), load_topic_specs())
+        if self.broker.secured:
+            ensure_access(self.kafka.client_config(), load_acl_specs(), self.broker.credentials_dir)
         self.start_standin()
         for item in launcher.start_all(self.environment(), self.root / "logs", self.port_offset):
             self.running[item.service.name] = item

@@ -288,12 +288,17 @@ class KafkaEventLog(EventLog):
         except KafkaException as exception:
             self._abort(exception.args[0])
         if left or refused or failed:
-            self._abort(
-                failed[0] if failed else None,
-                f"{left} record(s) not acknowledged within {self._timeout:g}s" if left else "",
-            )
-            if refused:
-                raise RecordsRefused(refused)
+            try:
+                self._abort(
+                    failed[0] if failed else None,
+                    f"{left} record(s) not acknowledged within {self._timeout:g}s" if left else "",
+                )
+            except LogWriteFailed as aborted:
+                # Nothing of the transaction is visible either way; the refused records are named, so
+                # that their units fail alone and the others are written again.
+                if refused:
+                    raise RecordsRefused(refused) from aborted
+                raise
         positions = tuple(
             Position(where[1], where[2]) if where is not None and where[0] == self._events_topic else None
             for where in placed

@@ -322,6 +322,9 @@ def _serve_main(name: str, start: Start) -> int:
     # `kill -USR1 <pid>` writes every thread's stack to the log: what a stuck service is waiting for.
     faulthandler.register(signal.SIGUSR1, all_threads=True)
     settings = Settings()
+    if "service_name" not in settings.model_fields_set:
+        # The service's name is its Kafka principal: without it, it would connect as the tooling's admin.
+        settings = Settings(service_name=name)
     setup_logging(name, as_json=settings.environment == "cluster")
     service_log = logging.getLogger(f"services.{name}")
     try:

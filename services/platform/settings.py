@@ -12,21 +12,37 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, PrivateAttr, SecretStr, model_validator
+import phonenumbers
+from pydantic import BaseModel, Field, PrivateAttr, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_DATA_DIR = PROJECT_ROOT / ".data"
 
 
+ADMIN_PRINCIPAL = "admin"
+SCRAM_MECHANISM = "SCRAM-SHA-512"
+
+
+class KafkaCredentialsMissing(ValueError):
+    """A SASL client has no password: the message names the file it looked for and the settings."""
+
+
 class KafkaSettings(BaseModel):
-    """Where the brokers are and how to reach them."""
+    """Where the brokers are and how to reach them: by default SASL_SSL with SCRAM-SHA-512.
+
+    Locally (``Settings`` fills these in) the user is this process's principal (its service name, or
+    ``admin`` for the tooling), the password is the file the project created for it under the
+    identity dir, and the CA is the local one; a cluster gives ``sasl_password`` or
+    ``sasl_password_file``. The password is read when a client is made, never logged.
+    """
 
     bootstrap_servers: str = "127.0.0.1:19092"
-    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
-    sasl_mechanism: Literal["SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN"] | None = None
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "SASL_SSL"
+    sasl_mechanism: Literal["SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN"] = SCRAM_MECHANISM
     sasl_username: str | None = None
-    sasl_password: str | None = None
+    sasl_password: SecretStr | None = None
+    sasl_password_file: Path | None = None
     ssl_ca_location: str | None = None
     client_id_prefix: str = "callcenter"
     transaction_timeout_ms: int = 60_000
@@ -43,8 +59,19 @@ class KafkaSettings(BaseModel):
     # the same instance id takes them back at once.
     session_timeout_ms: int = 6_000
 
+    @property
+    def uses_sasl(self) -> bool:
+        return self.security_protocol.startswith("SASL_")
+
+    @property
+    def uses_tls(self) -> bool:
+        return self.security_protocol in ("SSL", "SASL_SSL")
+
     def client_config(self) -> dict[str, str | int]:
-        """The librdkafka properties every client of ours shares."""
+        """The librdkafka properties every client of ours shares.
+
+        Raises ``KafkaCredentialsMissing`` when a SASL client has no user or no password.
+        """
         config: dict[str, str | int] = {
             "bootstrap.servers": self.bootstrap_servers,
             "security.protocol": self.security_protocol,
@@ -52,19 +79,74 @@ class KafkaSettings(BaseModel):
             # exponential backoff (up to 10 s by default) has grown through the outage.
             "reconnect.backoff.max.ms": 1000,
         }
-        if self.sasl_mechanism:
+        if self.uses_sasl:
+            if self.sasl_username is None:
+                raise KafkaCredentialsMissing(
+                    f"{self.security_protocol} needs a user: CC_KAFKA__SASL_USERNAME is not set"
+                )
             config["sasl.mechanism"] = self.sasl_mechanism
-        if self.sasl_username is not None:
             config["sasl.username"] = self.sasl_username
-        if self.sasl_password is not None:
-            config["sasl.password"] = self.sasl_password
-        if self.ssl_ca_location:
+            config["sasl.password"] = self.password()
+        if self.uses_tls and self.ssl_ca_location:
             config["ssl.ca.location"] = self.ssl_ca_location
         return config
 
+    def password(self) -> str:
+        """The SASL password: ``sasl_password`` if given, else the first line of ``sasl_password_file``."""
+        if self.sasl_password is not None:
+            return self.sasl_password.get_secret_value()
+        if self.sasl_password_file is None:
+            raise KafkaCredentialsMissing(
+                f"no Kafka password for {self.sasl_username}: set CC_KAFKA__SASL_PASSWORD or "
+                f"CC_KAFKA__SASL_PASSWORD_FILE"
+            )
+        try:
+            password = self.sasl_password_file.read_text().strip()
+        except OSError as error:
+            raise KafkaCredentialsMissing(
+                f"no Kafka password for {self.sasl_username}: cannot read {self.sasl_password_file} "
+                f"({error.strerror}); `make kafka-up` creates the local ones, a cluster sets "
+                f"CC_KAFKA__SASL_PASSWORD_FILE or CC_KAFKA__SASL_PASSWORD"
+            ) from None
+        if not password:
+            raise KafkaCredentialsMissing(
+                f"no Kafka password for {self.sasl_username}: {self.sasl_password_file} is empty"
+            )
+        return password
+
+    def as_principal(self, name: str, password_file: Path) -> KafkaSettings:
+        """These settings for another principal, its password read from ``password_file``."""
+        return self.model_copy(
+            update={"sasl_username": name, "sasl_password": None, "sasl_password_file": password_file}
+        )
+
+    def following(self, broker: BrokerSettings, principal: str, local: bool) -> KafkaSettings:
+        """These settings with what was not given taken from the local broker: its address, its
+        security mode (a plaintext broker makes its clients plaintext), and, in local mode, the CA and
+        the password file the project created for ``principal``."""
+        given = self.model_fields_set
+        update: dict[str, object] = {}
+        if "bootstrap_servers" not in given:
+            update["bootstrap_servers"] = f"{broker.host}:{broker.port}"
+        if broker.security == "plaintext" and "security_protocol" not in given:
+            update["security_protocol"] = "PLAINTEXT"
+        username = self.sasl_username or principal
+        if self.sasl_username is None:
+            update["sasl_username"] = username
+        if local and self.sasl_password is None and self.sasl_password_file is None:
+            update["sasl_password_file"] = broker.password_file(username)
+        if local and self.ssl_ca_location is None:
+            update["ssl_ca_location"] = str(broker.ca_file)
+        return self.model_copy(update=update) if update else self
+
 
 class BrokerSettings(BaseModel):
-    """The local single-node KRaft broker that ``make kafka-up`` and the tests start."""
+    """The local single-node KRaft broker that ``make kafka-up`` and the tests start.
+
+    ``security="sasl_ssl"`` (the default): clients on SASL_SSL with SCRAM-SHA-512, the controller on
+    loopback over mutual TLS, ACLs enforced. ``"plaintext"`` (``CC_BROKER__SECURITY=plaintext``) runs
+    it open, without authentication or ACLs, to benchmark against; clients follow it.
+    """
 
     host: str = "127.0.0.1"
     port: int = 19092
@@ -73,6 +155,31 @@ class BrokerSettings(BaseModel):
     libs_dir: Path = PROJECT_ROOT / "deploy" / "kafka" / "target" / "libs"
     heap: str = "512m"
     startup_timeout_s: float = 60.0
+    security: Literal["sasl_ssl", "plaintext"] = "sasl_ssl"
+    # The local CA (services.platform.tls) and the SCRAM passwords the project creates, one file per
+    # principal; unless given they follow Settings' tls.dir and auth.dir ("<auth.dir>/kafka").
+    tls_dir: Path = DEFAULT_DATA_DIR / "tls"
+    credentials_dir: Path = DEFAULT_DATA_DIR / "identity" / "kafka"
+
+    @property
+    def secured(self) -> bool:
+        return self.security == "sasl_ssl"
+
+    @property
+    def ca_file(self) -> Path:
+        return self.tls_dir / "ca.pem"
+
+    def password_file(self, principal: str) -> Path:
+        return self.credentials_dir / f"{principal}.password"
+
+    def following(self, tls_dir: Path, identity_dir: Path) -> BrokerSettings:
+        """These settings with the directories not given taken from the process's TLS and identity dirs."""
+        update = {
+            name: value
+            for name, value in (("tls_dir", tls_dir), ("credentials_dir", identity_dir / "kafka"))
+            if name not in self.model_fields_set
+        }
+        return self.model_copy(update=update) if update else self
 
 
 class ClickHouseSettings(BaseModel):
@@ -101,6 +208,14 @@ class PrivacySettings(BaseModel):
     masked_digits: int = 4
     # The region a number without its country code is read in (ISO 3166 code, as phonenumbers takes it).
     default_region: str = "CN"
+
+    @field_validator("default_region")
+    @classmethod
+    def _a_region_phonenumbers_knows(cls, region: str) -> str:
+        # A wrong code would make every national number unreadable, so every such call refused.
+        if region.upper() not in phonenumbers.SUPPORTED_REGIONS:
+            raise ValueError(f"{region!r} is not a region code phonenumbers knows (e.g. CN, GB, US)")
+        return region.upper()
 
 
 class TlsSettings(BaseModel):
@@ -223,11 +338,21 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _clients_follow_the_local_broker(self) -> Settings:
-        """Unless given explicitly, clients connect to the local broker wherever its port was moved."""
+        """Unless given explicitly, clients connect to the local broker wherever its port was moved, in
+        its security mode, as this process's principal (``kafka_principal``); locally with the CA and
+        the password file the project created."""
         self._kafka_given = "bootstrap_servers" in self.kafka.model_fields_set
-        if not self._kafka_given:
-            self.kafka.bootstrap_servers = f"{self.broker.host}:{self.broker.port}"
+        self.broker = self.broker.following(self.tls.dir, self.auth.dir)
+        self.kafka = self.kafka.following(
+            self.broker, self.kafka_principal, local=self.environment == "local"
+        )
         return self
+
+    @property
+    def kafka_principal(self) -> str:
+        """The Kafka user of this process: its service name, or admin for the tooling (no service name)."""
+        unnamed = type(self).model_fields["service_name"].default
+        return ADMIN_PRINCIPAL if self.service_name == unnamed else self.service_name
 
     def require_cluster_addresses(self) -> None:
         """In cluster mode every address must be given explicitly; local defaults would be wrong there."""
@@ -245,8 +370,19 @@ class Settings(BaseSettings):
                 missing.append(f"CC_TLS__{name.upper()}")
         if self.auth.public_key_file is None and self.auth.jwks_url is None:
             missing.append("CC_AUTH__PUBLIC_KEY_FILE or CC_AUTH__JWKS_URL")
+        if (
+            self.kafka.uses_sasl
+            and self.kafka.sasl_password is None
+            and self.kafka.sasl_password_file is None
+        ):
+            missing.append("CC_KAFKA__SASL_PASSWORD or CC_KAFKA__SASL_PASSWORD_FILE")
         if self.tls.plaintext:
             raise ValueError("environment=cluster refuses CC_TLS__PLAINTEXT: gRPC is served over TLS only")
+        if not self.kafka.uses_tls:
+            raise ValueError(
+                f"environment=cluster refuses CC_KAFKA__SECURITY_PROTOCOL={self.kafka.security_protocol} "
+                f"(or CC_BROKER__SECURITY=plaintext): Kafka is reached over TLS only"
+            )
         if missing:
             raise ValueError(
                 f"environment=cluster needs explicit addresses and secrets: {', '.join(missing)} not set"

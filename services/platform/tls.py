@@ -2,10 +2,12 @@
 
 ``python -m services.platform.tls ensure`` (``make run`` and the test session call the same function)
 creates, under one directory, a CA and a server certificate naming 127.0.0.1 and localhost (librdkafka
-and gRPC check the host name), plus a client certificate that the broker presents to its own
-controller listener. Files that exist and are valid for another month are kept, so a restart trusts
-what it trusted before; private keys are written readable by their owner only. A cluster brings its
-own certificates through settings and never runs this.
+and gRPC check the host name), plus the broker's certificate for its own controller listener (mutual
+TLS on loopback: the listener serves it and the broker presents it, so it names the loopback host
+and is for both server and client authentication, which Java checks). Files that exist and are
+valid for another month are kept, so a restart trusts what it trusted before; private keys are
+written readable by their owner only. A cluster brings its own certificates through settings and
+never runs this.
 """
 
 from __future__ import annotations
@@ -29,8 +31,8 @@ LEAF_LIFETIME = timedelta(days=397)
 RENEW_BEFORE = timedelta(days=30)
 LOCAL_NAMES = ("localhost",)
 LOCAL_ADDRESSES = ("127.0.0.1",)
-# The subject of the certificate the broker presents to its controller listener; the broker's
-# configuration maps it to its admin principal.
+# The subject of the certificate the broker presents to its controller listener (and that listener
+# serves); the broker's configuration maps it to its admin principal there alone.
 BROKER_CLIENT_NAME = "kafka-broker"
 
 
@@ -79,6 +81,7 @@ def ensure_local_ca(directory: Path) -> LocalCertificates:
         ca_cert,
         common_name="localhost",
         server=True,
+        client=False,
         force=renewed,
     )
     _ensure_leaf(
@@ -87,7 +90,8 @@ def ensure_local_ca(directory: Path) -> LocalCertificates:
         ca_key,
         ca_cert,
         common_name=BROKER_CLIENT_NAME,
-        server=False,
+        server=True,
+        client=True,
         force=renewed,
     )
     return files
@@ -138,8 +142,17 @@ def _ensure_leaf(
     *,
     common_name: str,
     server: bool,
+    client: bool,
     force: bool,
 ) -> None:
+    usages = [
+        usage
+        for usage, wanted in (
+            (ExtendedKeyUsageOID.SERVER_AUTH, server),
+            (ExtendedKeyUsageOID.CLIENT_AUTH, client),
+        )
+        if wanted
+    ]
     existing = _load(cert_path, key_path)
     if (
         not force
@@ -147,11 +160,11 @@ def _ensure_leaf(
         and _fresh(existing[1])
         and existing[1].issuer == ca_cert.subject
         and existing[1].public_key() == existing[0].public_key()
+        and _usages(existing[1]) == set(usages)
     ):
         return
     key = ec.generate_private_key(ec.SECP256R1())
     now = datetime.now(UTC)
-    usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
     builder = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
@@ -161,7 +174,7 @@ def _ensure_leaf(
         .not_valid_before(now - timedelta(minutes=5))
         .not_valid_after(now + LEAF_LIFETIME)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
         )
@@ -178,6 +191,13 @@ def _ensure_leaf(
         )
     cert = builder.sign(ca_key, hashes.SHA256())
     _write(key_path, cert_path, key, [cert, ca_cert])
+
+
+def _usages(cert: x509.Certificate) -> set[x509.ObjectIdentifier]:
+    try:
+        return set(cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value)
+    except x509.ExtensionNotFound:
+        return set()
 
 
 def _fresh(cert: x509.Certificate) -> bool:

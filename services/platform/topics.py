@@ -25,6 +25,7 @@ from confluent_kafka.admin import (
     NewTopic,
 )
 
+from services.platform.declared import reject_unknown, table
 from services.platform.settings import PROJECT_ROOT, Settings
 
 DEFAULT_TOPICS_FILE = PROJECT_ROOT / "deploy" / "kafka" / "topics.toml"
@@ -95,10 +96,10 @@ def parse_topic_specs(
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise TopicSpecError(f"{source}: not valid TOML: {error}") from error
-    _reject_unknown(document, _TOP_LEVEL_KEYS, f"{source}: top level")
+    reject_unknown(document, _TOP_LEVEL_KEYS, f"{source}: top level", TopicSpecError)
 
-    defaults = _table(document.get("defaults", {}), f"{source}: [defaults]")
-    _reject_unknown(defaults, _DEFAULT_KEYS, f"{source}: [defaults]")
+    defaults = table(document.get("defaults", {}), f"{source}: [defaults]", TopicSpecError)
+    reject_unknown(defaults, _DEFAULT_KEYS, f"{source}: [defaults]", TopicSpecError)
     default_replication = _positive_int(
         defaults.get("replication_factor", 1), f"{source}: [defaults] replication_factor"
     )
@@ -106,12 +107,12 @@ def parse_topic_specs(
         default_replication = _positive_int(replication_factor, "replication factor override")
 
     specs: list[TopicSpec] = []
-    topics = _table(document.get("topics", {}), f"{source}: [topics]")
+    topics = table(document.get("topics", {}), f"{source}: [topics]", TopicSpecError)
     for name, entry in topics.items():
         where = f"{source}: topic {name!r}"
         _check_topic_name(name, where)
-        entry = _table(entry, where)
-        _reject_unknown(entry, _TOPIC_KEYS, where)
+        entry = table(entry, where, TopicSpecError)
+        reject_unknown(entry, _TOPIC_KEYS, where, TopicSpecError)
         specs.append(_spec(name, entry, where, default_replication, replication_factor))
 
     if "department_inboxes" in document:
@@ -183,7 +184,7 @@ def _spec(
 
     config = {
         key: _config_value(value, f"{where}: config {key!r}")
-        for key, value in _table(entry.get("config", {}), f"{where}: config").items()
+        for key, value in table(entry.get("config", {}), f"{where}: config", TopicSpecError).items()
     }
     for managed, own_key in (("cleanup.policy", "cleanup_policy"), ("retention.ms", "retention")):
         if managed in config:
@@ -208,8 +209,8 @@ def _department_inboxes(
     entry: Any, source: str, default_replication: int, replication_override: int | None
 ) -> list[TopicSpec]:
     where = f"{source}: [department_inboxes]"
-    entry = _table(entry, where)
-    _reject_unknown(entry, _INBOX_KEYS, where)
+    entry = table(entry, where, TopicSpecError)
+    reject_unknown(entry, _INBOX_KEYS, where, TopicSpecError)
     pattern = entry.get("name")
     if not isinstance(pattern, str) or pattern.count("{code}") != 1:
         raise TopicSpecError(f"{where}: name must be a pattern containing {{code}} once, got {pattern!r}")
@@ -265,20 +266,6 @@ def _check_keyed_pairs(specs: Iterable[TopicSpec], source: str) -> None:
                 f"{source}: {commands.name} has {commands.partitions} partitions but {events.name} has "
                 f"{events.partitions}; a context's commands and events must be partitioned alike"
             )
-
-
-def _reject_unknown(entry: Mapping[str, Any], allowed: set[str], where: str) -> None:
-    unknown = sorted(set(entry) - allowed)
-    if unknown:
-        raise TopicSpecError(
-            f"{where}: unknown key(s) {', '.join(unknown)}; expected some of {', '.join(sorted(allowed))}"
-        )
-
-
-def _table(value: Any, where: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise TopicSpecError(f"{where}: expected a table, got {type(value).__name__}")
-    return value
 
 
 def _positive_int(value: Any, where: str) -> int:
@@ -411,6 +398,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         AdminClient({**settings.kafka.client_config(), "log_level": 0}).list_topics(timeout=5)
+    except ValueError as error:  # no credentials (KafkaCredentialsMissing)
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     except KafkaException:
         print(
             f"error: no Kafka answers on {servers} (start the local one with `make kafka-up`)",

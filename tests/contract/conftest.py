@@ -119,11 +119,11 @@ def _memory_factory() -> LogFactory:
     )
 
 
-def _kafka_factory(bootstrap_servers: str) -> Iterator[LogFactory]:
+def _kafka_factory(kafka: KafkaSettings) -> Iterator[LogFactory]:
     suffix = uuid.uuid4().hex[:8]
     events, snapshots, side = f"tally.events.{suffix}", f"tally.snapshots.{suffix}", f"tally.side.{suffix}"
     table = f"tally.totals.{suffix}"
-    admin = AdminClient({"bootstrap.servers": bootstrap_servers})
+    admin = AdminClient(kafka.client_config())
     futures = admin.create_topics(
         [
             NewTopic(events, 3, 1),
@@ -134,7 +134,6 @@ def _kafka_factory(bootstrap_servers: str) -> Iterator[LogFactory]:
     )
     for future in futures.values():
         future.result(30)
-    kafka = KafkaSettings(bootstrap_servers=bootstrap_servers)
     logs: list[KafkaEventLog] = []
 
     def make(writer_id: str) -> EventLog:
@@ -160,4 +159,4 @@ def logs(request: pytest.FixtureRequest) -> Iterator[LogFactory]:
         yield _memory_factory()
     else:
         broker = request.getfixturevalue("kafka_broker")
-        yield from _kafka_factory(broker.bootstrap_servers)
+        yield from _kafka_factory(broker.kafka)

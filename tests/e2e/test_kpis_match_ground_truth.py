@@ -164,7 +164,8 @@ def day(kafka_broker: Any, embedded_clickhouse_dir: Any) -> Iterator[Day]:
                 ("routing", routing_main.start),
                 ("agents", agents_main.start),
             ):
-                processes[name] = start(settings)
+                # Each service as its own Kafka principal, fenced by its ACLs as in production.
+                processes[name] = start(settings.model_copy(update={"kafka": kafka_broker.kafka_as(name)}))
             store = kept.enter_context(open_kpi_store(clickhouse))
             address = {name: f"127.0.0.1:{process.server.port}" for name, process in processes.items()}
             sim = Simulation(

@@ -60,10 +60,12 @@ def eventually(read: Callable[[], T], holds: Callable[[T], bool], what: str) -> 
 
 
 class LiveCenter:
-    """The three services, in this process, on the session's broker; gRPC on free ports."""
+    """The three services, in this process, on the session's broker, each as its own Kafka principal;
+    gRPC on free ports."""
 
     def __init__(self, kafka_broker: Any) -> None:
         self.kafka = kafka_broker.kafka
+        self.broker = kafka_broker
         self.run = uuid.uuid4().hex[:6]
         self.settings = Settings(
             kafka=self.kafka,
@@ -77,7 +79,8 @@ class LiveCenter:
             self.start(name)
 
     def start(self, name: str) -> None:
-        process = STARTERS[name](self.settings)
+        kafka = self.broker.kafka_as(name)
+        process = STARTERS[name](self.settings.model_copy(update={"service_name": name, "kafka": kafka}))
         self.processes[name] = process
         self.channels[name] = CallerChannel(f"127.0.0.1:{process.server.port}")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+import ssl
 import threading
 import urllib.request
 import uuid
@@ -25,7 +26,7 @@ from services.platform.envelope import Cause, Envelope, decode, encode, make_env
 from services.platform.kafka import KafkaEventLog
 from services.platform.process import StartRefused
 from services.platform.settings import GrpcSettings, HttpSettings, Settings
-from tests.support.identity import CallerChannel
+from tests.support.identity import CallerChannel, token
 
 T = TypeVar("T")
 STAGE = pb.ContactStage
@@ -34,7 +35,8 @@ NUMBER = "+44 20 7946 0958"
 
 def _settings(kafka_broker, run: str) -> Settings:
     return Settings(
-        kafka=kafka_broker.kafka,
+        service_name="intake",
+        kafka=kafka_broker.kafka_as("intake"),
         grpc=GrpcSettings(address="127.0.0.1:0"),
         http=HttpSettings(address="127.0.0.1:0"),
         instance_id=f"intake-test-{run}",
@@ -73,13 +75,18 @@ def _stub(process: IntakeProcess) -> service_pb2_grpc.IntakeServiceStub:
 
 
 def _http(process: IntakeProcess, method: str, path: str, body: dict | None = None) -> dict:
+    """A gateway's call: HTTPS trusting the session's CA, with a telephony token."""
     request = urllib.request.Request(
-        f"http://127.0.0.1:{process.http_port}{path}",
+        f"https://127.0.0.1:{process.http_port}{path}",
         data=json.dumps(body).encode() if body is not None else None,
-        headers={"Content-Type": "application/json"},
+        headers={
+            "Content-Type": "application/json",
+            "Authorization": f"Bearer {token('telephony', 'gw-web')}",
+        },
         method=method,
     )
-    with urllib.request.urlopen(request, timeout=10) as response:
+    trusted = ssl.create_default_context(cafile=str(Settings().tls.ca))
+    with urllib.request.urlopen(request, timeout=10, context=trusted) as response:
         return json.loads(response.read())
 
 
@@ -124,6 +131,11 @@ def test_contacts_survive_a_restart_and_routings_refusal_ends_one(kafka_broker) 
             },
         )
         assert (chat["stage"], chat["caller"]) == ("queued", "j***@***.org")
+        plain = urllib.request.Request(
+            f"http://127.0.0.1:{process.http_port}/v1/contacts/{chat['contact_id']}"
+        )
+        with pytest.raises(OSError):  # the port speaks TLS only: a plain request gets no answer
+            urllib.request.urlopen(plain, timeout=10)
     finally:
         process.close(1)
 

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from confluent_kafka import Producer
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import NewTopic
 
 from services.platform.consumer import ConsumerRunner
 from services.platform.envelope import REASON_HEADER, Cause, Envelope, encode, make_envelope
@@ -68,10 +68,10 @@ class Topics:
 def topics(kafka_broker) -> Iterator[Topics]:
     suffix = uuid.uuid4().hex[:8]
     names = {name: f"it.{name}.{suffix}" for name in ("upstream", "events", "snapshots", "deadletter")}
-    admin = AdminClient({"bootstrap.servers": kafka_broker.bootstrap_servers})
+    admin = kafka_broker.admin()
     for future in admin.create_topics([NewTopic(name, 3, 1) for name in names.values()]).values():
         future.result(30)
-    opened = Topics(KafkaSettings(bootstrap_servers=kafka_broker.bootstrap_servers), suffix=suffix, **names)
+    opened = Topics(kafka_broker.kafka, suffix=suffix, **names)
     yield opened
     for thing in reversed(opened.opened):
         with contextlib.suppress(Exception):

@@ -13,11 +13,11 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 
-import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.platform.settings import PROJECT_ROOT
+from tests.support.identity import anonymous_channel
 
 SERVING = re.compile(r"serving on \S+ \(port (\d+)\)")
 START_DEADLINE_S = 60
@@ -89,7 +89,7 @@ def start_service() -> Iterator[Callable[[str, dict[str, str]], ServiceProcess]]
 
 
 def _health(port: int) -> int:
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+    with anonymous_channel(f"127.0.0.1:{port}") as channel:  # health needs no token
         request = health_pb2.HealthCheckRequest(service="")
         return health_pb2_grpc.HealthStub(channel).Check(request, timeout=10, wait_for_ready=True).status
 
@@ -105,7 +105,7 @@ def test_a_service_serves_health_and_exits_cleanly_on_sigterm(kafka_broker, star
             "CC_GRPC__ADDRESS": "127.0.0.1:0",
             "CC_CLICKHOUSE__DATA_DIR": str(tmp_path / "clickhouse"),
             "CC_HTTP__ADDRESS": "127.0.0.1:0",
-            "CC_KAFKA__BOOTSTRAP_SERVERS": kafka_broker.bootstrap_servers,
+            **kafka_broker.environment(module.split(".")[1]),
             "CC_TELEMETRY__EXPORTER": "none",
             "CC_INSTANCE_ID": f"process-test-{uuid.uuid4().hex[:6]}",
         },

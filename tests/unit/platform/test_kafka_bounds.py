@@ -58,7 +58,12 @@ def log(monkeypatch: pytest.MonkeyPatch) -> kafka.KafkaEventLog:
     ScriptedProducer.made.clear()
     ScriptedProducer.stuck.clear()
     monkeypatch.setattr(kafka, "Producer", ScriptedProducer)
-    settings = KafkaSettings(bootstrap_servers="127.0.0.1:9", call_timeout_s=0.2, offsets_timeout_s=0.2)
+    settings = KafkaSettings(
+        bootstrap_servers="127.0.0.1:9",
+        security_protocol="PLAINTEXT",
+        call_timeout_s=0.2,
+        offsets_timeout_s=0.2,
+    )
     event_log = kafka.KafkaEventLog(settings, "tally.events", None, "tally-writer")
     yield event_log
     ScriptedProducer.stuck.set()
