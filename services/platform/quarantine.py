@@ -256,14 +256,14 @@ def main(argv: list[str] | None = None) -> int:
     skip.add_argument("offset", type=int)
     skip.add_argument("--by", required=True, help="who decides (kept on the audit event)")
     skip.add_argument("--note", default="")
-    parser.add_argument("--token", default=os.environ.get("CC_TOKEN"), help="an admin token (local: issued)")
+    # From the environment, not the command line, where the process list would show it.
+    token_given = os.environ.get("CC_TOKEN")
     args = parser.parse_args(argv)
     address = args.address or launcher.addresses()[args.service]
     settings = Settings()
-    token = operator_token(settings, args.token, Role.ADMIN, f"operator-{getpass.getuser()}")
+    token = operator_token(settings, token_given, Role.ADMIN, f"operator-{getpass.getuser()}")
     with channel(address, settings.tls, token) as grpc_channel:
         operations = service_pb2_grpc.OperationsServiceStub(grpc_channel)
-        operations = service_pb2_grpc.OperationsServiceStub(channel)
         try:
             if args.command == "list":
                 print_records(operations.ListQuarantined(pb.ListQuarantinedRequest(), timeout=10).records)

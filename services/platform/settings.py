@@ -370,6 +370,10 @@ class Settings(BaseSettings):
                 missing.append(f"CC_TLS__{name.upper()}")
         if self.auth.public_key_file is None and self.auth.jwks_url is None:
             missing.append("CC_AUTH__PUBLIC_KEY_FILE or CC_AUTH__JWKS_URL")
+        if self.auth.jwks_url is not None and not self.auth.jwks_url.startswith("https://"):
+            raise ValueError(
+                "environment=cluster needs CC_AUTH__JWKS_URL over https: keys fetched in clear can be forged"
+            )
         if (
             self.kafka.uses_sasl
             and self.kafka.sasl_password is None

@@ -166,14 +166,11 @@ def traced_channel(
     target: str,
     tracer_provider: trace.TracerProvider | None = None,
     *,
-    credentials: grpc.ChannelCredentials | None = None,
+    credentials: grpc.ChannelCredentials,
     options: Sequence[tuple[str, object]] = (),
 ) -> grpc.Channel:
-    """A client channel that opens a client span per call and sends its trace context as metadata."""
-    channel = (
-        grpc.secure_channel(target, credentials, options=options)
-        if credentials is not None
-        else grpc.insecure_channel(target, options=options)
-    )
+    """A client channel that opens a client span per call and sends its trace context as metadata;
+    ``credentials`` as ``identity.channel_credentials`` makes them (our services take nothing else)."""
+    channel = grpc.secure_channel(target, credentials, options=options)
     # The instrumentation's interceptor implements its own interceptor interface (grpcext), not grpc's.
     return intercept_channel(channel, client_interceptor(tracer_provider=tracer_provider))

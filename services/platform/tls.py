@@ -229,7 +229,9 @@ def _write(
 def write_private(path: Path, data: bytes) -> None:
     """Write a secret readable by its owner only (replacing the file in one step)."""
     temporary = path.with_name(f".{path.name}.tmp")
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    # A new file, never a leftover one (which would keep its own mode) nor a link to elsewhere.
+    temporary.unlink(missing_ok=True)
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     with os.fdopen(descriptor, "wb") as handle:
         handle.write(data)
     os.replace(temporary, path)

@@ -15,6 +15,7 @@ from pathlib import Path
 import jwt
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from services.platform.errors import Unauthenticated, Unavailable
@@ -73,7 +74,7 @@ def test_make_token_prints_a_token_the_services_accept(local: Settings, capsys) 
 def test_a_tool_in_cluster_mode_needs_a_token_given(local: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
     assert operator_token(local, "given-token", Role.ADMIN, "op") == "given-token"
     monkeypatch.setenv("CC_ENVIRONMENT", "cluster")
-    with pytest.raises(Unauthenticated, match="give a token for role admin"):
+    with pytest.raises(Unauthenticated, match="set CC_TOKEN to a token for role admin"):
         operator_token(Settings(), None, Role.ADMIN, "op")
 
 
@@ -144,3 +145,16 @@ def test_an_identity_provider_that_is_away_makes_the_check_unavailable_not_the_c
     )
     with pytest.raises(Unavailable, match="identity provider's keys cannot be fetched"):
         TokenVerifier(auth).verify(issued)
+
+
+def test_a_verification_key_of_another_algorithm_is_refused_at_start(tmp_path) -> None:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    public = tmp_path / "idp.pem"
+    public.write_bytes(
+        key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    with pytest.raises(ValueError, match="not a key of the accepted algorithms EdDSA"):
+        TokenVerifier(AuthSettings(public_key_file=public, dir=tmp_path))
+    assert TokenVerifier(AuthSettings(public_key_file=public, algorithms=("RS256",), dir=tmp_path))

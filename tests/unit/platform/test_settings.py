@@ -117,3 +117,10 @@ def test_a_default_phone_region_phonenumbers_does_not_know_is_refused_at_start(
     monkeypatch.setenv("CC_PRIVACY__DEFAULT_REGION", "XX")
     with pytest.raises(ValueError, match="'XX' is not a region code"):
         Settings()
+
+
+def test_cluster_mode_fetches_token_keys_over_https_only(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    _cluster(monkeypatch, tmp_path)
+    monkeypatch.setenv("CC_AUTH__JWKS_URL", "http://idp.example/jwks.json")
+    with pytest.raises(ValueError, match="CC_AUTH__JWKS_URL over https"):
+        Settings().require_cluster_addresses()
