@@ -18,7 +18,8 @@ So every moment may differ by ``HOP_S``: an average by as much, a sum of n inter
 as much, and a contact whose true wait lies within ``HOP_S`` of a threshold (service-level T,
 short-abandon) may count on either side of it. A desk hears that it rings two hops after routing
 chose it (routing, then the agents service), so a ring's start, and its end when it rings out, may
-differ by ``PUSH_S``.
+differ by ``PUSH_S``; and wrap-up begins two hops after the desk hung up (intake records the end,
+then the agents service reacts to it), so its start may too.
 """
 
 from __future__ import annotations
@@ -356,7 +357,7 @@ def test_handle_time_and_answering_agents_match(day: Day) -> None:
 
 def _tolerance(state: str, reason: str) -> float:
     """How far the KPIs may place the start of this state from the moment the desk saw it."""
-    return PUSH_S if state == "reserved" or reason == "missed_offer" else HOP_S
+    return PUSH_S if state in ("reserved", "wrap_up") or reason == "missed_offer" else HOP_S
 
 
 def _intervals(agent: dict[str, Any]) -> list[tuple[str, str, float, float]]:
