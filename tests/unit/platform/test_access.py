@@ -191,9 +191,9 @@ def test_a_department_sees_only_its_own_work(probe: Probe) -> None:
     assert len(probe.reached) == 1
 
 
-def _signed(claims: dict, **header) -> str:
+def _claims(**changed) -> dict:
+    """An agent a-17's claims, valid for five minutes, for this session's issuer and audience."""
     settings = Settings()
-    key = serialization.load_pem_private_key(settings.auth.signing_key.read_bytes(), password=None)
     now = datetime.now(UTC)
     base = {
         "iss": settings.auth.issuer,
@@ -204,41 +204,25 @@ def _signed(claims: dict, **header) -> str:
         "roles": ["agent"],
         "agent_id": "a-17",
     }
-    return jwt.encode({**base, **claims}, key, algorithm="EdDSA", headers=header or None)
+    return {**base, **changed}
+
+
+def _signed(claims: dict) -> str:
+    """Signed by the session's own issuer key."""
+    key = serialization.load_pem_private_key(Settings().auth.signing_key.read_bytes(), password=None)
+    return jwt.encode(_claims(**claims), key, algorithm="EdDSA")
 
 
 def _forged_with_the_public_key_as_hmac_secret() -> str:
-    settings = Settings()
-    now = datetime.now(UTC)
-    claims = {
-        "iss": settings.auth.issuer,
-        "aud": settings.auth.audience,
-        "sub": "a-17",
-        "iat": now,
-        "exp": now + timedelta(minutes=5),
-        "roles": ["supervisor"],
-    }
     return jwt.api_jws.PyJWS().encode(
-        jwt.utils.force_bytes(jwt.api_jwt.json.dumps(claims, default=str)),
-        b"any-secret-a-forger-knows-" + settings.auth.public_key.read_bytes()[:16],
+        jwt.utils.force_bytes(jwt.api_jwt.json.dumps(_claims(roles=["supervisor"]), default=str)),
+        b"any-secret-a-forger-knows-" + Settings().auth.public_key.read_bytes()[:16],
         algorithm="HS256",
     )
 
 
 def _by_another_issuer_key() -> str:
-    settings = Settings()
-    other = ed25519.Ed25519PrivateKey.generate()
-    now = datetime.now(UTC)
-    claims = {
-        "iss": settings.auth.issuer,
-        "aud": settings.auth.audience,
-        "sub": "a-17",
-        "iat": now,
-        "exp": now + timedelta(minutes=5),
-        "roles": ["agent"],
-        "agent_id": "a-17",
-    }
-    return jwt.encode(claims, other, algorithm="EdDSA")
+    return jwt.encode(_claims(), ed25519.Ed25519PrivateKey.generate(), algorithm="EdDSA")
 
 
 @pytest.mark.parametrize(
@@ -273,10 +257,8 @@ def test_a_token_that_does_not_verify_is_unauthenticated_and_reaches_nothing(
 
 
 def test_a_token_without_an_expiry_is_refused(probe: Probe) -> None:
-    settings = Settings()
-    key = serialization.load_pem_private_key(settings.auth.signing_key.read_bytes(), password=None)
-    claims = {"iss": settings.auth.issuer, "aud": settings.auth.audience, "sub": "a-17", "roles": ["agent"]}
-    claims["iat"] = datetime.now(UTC)
+    key = serialization.load_pem_private_key(Settings().auth.signing_key.read_bytes(), password=None)
+    claims = {name: value for name, value in _claims().items() if name != "exp"}
     with channel_with_token(probe.address, jwt.encode(claims, key, algorithm="EdDSA")) as desk:
         assert call(
             desk, AGENTS, "SetReady", agents_pb.SetReadyRequest(request_id="r-1", agent_id="a-17")
