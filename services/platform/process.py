@@ -153,14 +153,18 @@ def reactions(
     store: EventStore,
     handler: Handler,
     after_batch: BatchHandler | None = None,
+    *,
+    group: str | None = None,
 ) -> ConsumerRunner:
     """The context's consumer-group member over other contexts' topics, exactly once through its store.
 
     A static member (its instance id is the writer id), so a restarted instance takes its partitions
-    back at once.
+    back at once. ``group`` names another consumer group of the context ("<context>-<purpose>"), for
+    a second reaction that must keep its own offsets (a publisher of the context's own events).
     """
-    source = adapters.source(context, topics, writer_id(settings, context))
-    return ConsumerRunner(context, source, store, store.registry, handler, after_batch=after_batch)
+    group = group or context
+    source = adapters.source(group, topics, writer_id(settings, context))
+    return ConsumerRunner(group, source, store, store.registry, handler, after_batch=after_batch)
 
 
 def registration(

@@ -311,6 +311,15 @@ class IntakeSettings(BaseModel):
     max_routing_backlog: timedelta = timedelta(seconds=5)
 
 
+class TicketsSettings(BaseModel):
+    """Where the tickets service reads its configuration (services/tickets/policies.py)."""
+
+    # sla-policy.yaml, dispatch-catalogue.yaml and groups.yaml.
+    config_dir: Path = PROJECT_ROOT / "deploy" / "tickets"
+    # The business calendars (shared with approvals), one YAML file each.
+    calendars_dir: Path = PROJECT_ROOT / "deploy" / "calendars"
+
+
 class Settings(BaseSettings):
     """All settings of one process."""
 
@@ -334,6 +343,7 @@ class Settings(BaseSettings):
     http: HttpSettings = Field(default_factory=HttpSettings)
     store: StoreSettings = Field(default_factory=StoreSettings)
     intake: IntakeSettings = Field(default_factory=IntakeSettings)
+    tickets: TicketsSettings = Field(default_factory=TicketsSettings)
     _kafka_given: bool = PrivateAttr(default=False)
 
     @model_validator(mode="after")

@@ -32,6 +32,8 @@ DEFAULT_TOPICS_FILE = PROJECT_ROOT / "deploy" / "kafka" / "topics.toml"
 
 _TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 _DEPARTMENT_CODE = re.compile(r"^[a-z][a-z0-9_]*$")
+INBOX_PATTERN = "dept.{code}.inbox.v1"
+_INBOX = re.compile(r"^dept\.(?P<code>[a-z][a-z0-9_]*)\.inbox\.v1$")
 _DURATION = re.compile(r"^(\d+)(ms|s|m|h|d)$")
 _DURATION_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 _KEYED_TOPIC = re.compile(r"^(?P<context>[a-z0-9_]+)\.(?P<kind>events|commands)\.(?P<version>v\d+)$")
@@ -123,6 +125,17 @@ def parse_topic_specs(
     _check_unique(specs, source)
     _check_keyed_pairs(specs, source)
     return specs
+
+
+def inbox_topic(department: str) -> str:
+    """The topic a department reads its work from."""
+    return INBOX_PATTERN.replace("{code}", department)
+
+
+def department_codes(specs: Iterable[TopicSpec] | None = None) -> list[str]:
+    """The departments with an inbox topic declared (in topics.toml by default), sorted."""
+    declared = load_topic_specs() if specs is None else specs
+    return sorted(match["code"] for spec in declared if (match := _INBOX.match(spec.name)))
 
 
 def ensure_topics(
