@@ -19,7 +19,7 @@ from callcenter.tickets.v1 import events_pb2 as ev
 from callcenter.tickets.v1 import service_pb2 as pb
 from google.protobuf.message import Message
 
-from services.platform.calendars import BusinessCalendar, Duration
+from services.platform.calendars import BeyondCalendar, BusinessCalendar, Duration
 from services.platform.envelope import Envelope
 from services.platform.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from services.platform.eventstore import Deadline
@@ -366,6 +366,15 @@ class LinkFollowUpTicket(Command):
 
 def decide(ticket: Ticket, command: Command, rules: Rules) -> list[Message]:
     """The events a command causes, or a domain error naming what is wrong and the current state."""
+    try:
+        return _decide(ticket, command, rules)
+    except BeyondCalendar as beyond:
+        raise FailedPrecondition(
+            f"{beyond}; a newer calendar version must cover it (deploy/calendars/)"
+        ) from None
+
+
+def _decide(ticket: Ticket, command: Command, rules: Rules) -> list[Message]:
     _check_arguments(command, rules)
     if isinstance(command, CreateTicket):
         return _create(ticket, command, rules)
@@ -1229,6 +1238,15 @@ def deadlines(ticket: Ticket) -> Iterable[Deadline]:
 
 def on_deadline(ticket: Ticket, deadline: Deadline, now: datetime, rules: Rules) -> list[Message]:
     """What a due deadline causes; nothing when the ticket has moved on since it was set."""
+    try:
+        return _on_deadline(ticket, deadline, now, rules)
+    except BeyondCalendar as beyond:
+        raise FailedPrecondition(
+            f"{beyond}; a newer calendar version must cover it (deploy/calendars/)"
+        ) from None
+
+
+def _on_deadline(ticket: Ticket, deadline: Deadline, now: datetime, rules: Rules) -> list[Message]:
     if deadline not in set(deadlines(ticket)):
         return []
     t = ticket.ticket_id

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import logging
 import threading
+from datetime import UTC, datetime, timedelta
 
 from services.platform.process import ServiceProcess, StartRefused, kafka_adapters, run_main, serve_context
 from services.platform.settings import Settings
 from services.platform.yamlconfig import ConfigError
 from services.tickets.bootstrap import bootstrap
 from services.tickets.handlers import KIND, TicketsService
-from services.tickets.policies import load_rules
+from services.tickets.policies import Rules, load_rules
 
 log = logging.getLogger("services.tickets")
 
 TicketsProcess = ServiceProcess[TicketsService]
+# How long before a calendar's last covered day the service starts warning of it.
+CALENDAR_NOTICE = timedelta(days=60)
 
 
 def start(settings: Settings, stop: threading.Event | None = None) -> TicketsProcess:
@@ -23,10 +26,26 @@ def start(settings: Settings, stop: threading.Event | None = None) -> TicketsPro
         rules = load_rules(settings.tickets.config_dir, settings.tickets.calendars_dir)
     except ConfigError as error:
         raise StartRefused(f"tickets cannot start: {error}") from None
+    _warn_of_calendars_ending(rules)
     process = serve_context(settings, bootstrap(settings, kafka_adapters(settings), rules), stop)
     store = process.store
     log.info("tickets: %d rebuilt from %d events", sum(1 for _ in store.states(KIND)), store.replayed_events)
     return process
+
+
+def _warn_of_calendars_ending(rules: Rules, within: timedelta = CALENDAR_NOTICE) -> None:
+    """Deadlines past a calendar's last day are refused: say so while there is time to add the next one."""
+    today = datetime.now(UTC).date()
+    for calendar in rules.calendars.values():
+        if calendar.last_day - today <= within:
+            log.warning(
+                "calendar %s version %d covers up to %s only: tickets whose deadlines fall later are refused "
+                "until a version covering the next year is added to %s",
+                calendar.calendar_id,
+                calendar.version,
+                calendar.last_day,
+                "deploy/calendars/",
+            )
 
 
 if __name__ == "__main__":

@@ -13,8 +13,10 @@ from services.platform.acls import AclSpecError, Grant, binding, load_acl_specs,
 from services.platform.envelope import DEADLETTER_TOPIC
 from services.platform.process import writer_id
 from services.platform.settings import Settings
-from services.platform.topics import load_topic_specs
+from services.platform.topics import department_codes, inbox_topic, load_topic_specs
 from services.routing import handlers as routing
+from services.tickets import handlers as tickets
+from services.tickets.publisher import PUBLIC_TOPIC
 
 SPEC = load_acl_specs()
 DECLARED = [spec.name for spec in load_topic_specs()]
@@ -24,7 +26,15 @@ SERVICES = {
     "routing": ({routing.EVENTS_TOPIC, routing.SNAPSHOTS_TOPIC, routing.SEATS_TOPIC}, set(routing.REACTS_TO)),
     "agents": ({agents.EVENTS_TOPIC, agents.SNAPSHOTS_TOPIC}, set(agents.REACTS_TO)),
     "kpi": ({kpi.CONTACTS_TOPIC, kpi.AGENTS_TOPIC, kpi.QUEUES_TOPIC}, set(kpi.REACTS_TO)),
+    "tickets": ({tickets.EVENTS_TOPIC, tickets.SNAPSHOTS_TOPIC}, set(tickets.REACTS_TO)),
 }
+
+
+def test_the_tickets_publisher_writes_the_public_topic_and_every_inbox_and_reads_none() -> None:
+    published = {PUBLIC_TOPIC, *map(inbox_topic, department_codes())}
+
+    assert published <= SPEC["tickets"].topics("write")
+    assert not published & SPEC["tickets"].topics("read")
 
 
 @pytest.mark.parametrize("name", sorted(SERVICES))
