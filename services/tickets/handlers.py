@@ -25,13 +25,16 @@ from services.platform.errors import DomainError, NotFound, PermissionDenied
 from services.platform.eventstore import AggregateKind, Deadline, EventStore, Loaded, Transaction
 from services.platform.requests import Request
 from services.tickets import domain
+from services.tickets.assignment import MEMBER, member_after
 from services.tickets.domain import Command, Ticket
 from services.tickets.policies import TYPES, Rules
 
-KIND = "Ticket"
+KIND = domain.KIND
 EVENTS_TOPIC = "tickets.events.v1"
 SNAPSHOTS_TOPIC = "tickets.snapshots.v1"
 REACTS_TO = ("agents.events.v1", "approvals.events.v1")
+# Agents' events that change who is a member of a ticket group.
+MEMBER_EVENTS = frozenset({"AgentLoggedIn", "AgentSkillsChanged", "AgentLoggedOut"})
 # Namespaces of the ids derived from request and event ids: never change them, or a request retried
 # across the change would name a second ticket.
 TICKET_IDS = uuid.UUID("0d3f5b8a-6c1e-4a57-9f0b-2e7c4d9a1b36")
@@ -130,6 +133,12 @@ class TicketsService:
 
     def react(self, envelope: Envelope, tx: Transaction) -> None:
         """The consumer runner's handler for agents' wrap-ups and approvals' outcomes."""
+        if envelope.event_type in MEMBER_EVENTS:
+            before = tx.load(MEMBER, envelope.aggregate_id).state
+            after = member_after(before, envelope)
+            if after != before:
+                tx.put(MEMBER, envelope.aggregate_id, after)
+            return
         command = self._command_for(envelope)
         if command is None:
             return

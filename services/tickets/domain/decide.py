@@ -106,6 +106,8 @@ def _decide(ticket: Ticket, command: Command, rules: Rules) -> list[Message]:
     match command:
         case Assign():
             refuse_if_done(ticket, "assigned")
+            if command.automatic and ticket.assignee_id:
+                raise FailedPrecondition(f"{ticket.describe()} and held by {ticket.assignee_id} already")
             return [
                 ev.TicketAssigned(
                     ticket_id=t,

@@ -12,6 +12,9 @@ from callcenter.tickets.v1 import service_pb2 as pb
 from services.platform.errors import FailedPrecondition
 from services.tickets.clocks import Clock
 
+# The aggregate kind's name: the events' aggregate_type and the store's key.
+KIND = "Ticket"
+
 Status = pb.TicketStatus
 DispatchStatus = pb.DispatchStatus
 SlaClock = ev.SlaClock

@@ -518,3 +518,41 @@ def test_a_departments_inbox_gives_it_its_own_work_once_and_no_other_inbox(live:
     finally:
         thief.close()
     assert refusal is not None and refusal.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED, refusal
+
+
+def _write_agent_event(live: LiveTickets, agent_id: str, payload: Any, version: int) -> None:
+    envelope = make_envelope(
+        payload,
+        registry=EventRegistry.of(agent_ev),
+        aggregate_type="Agent",
+        aggregate_id=agent_id,
+        aggregate_version=version,
+        occurred_at=live.clock(),
+        cause=Cause.request(f"agent-{agent_id}-{version}"),
+    )
+    writer = KafkaEventLog(live.broker.kafka, "agents.events.v1", None, f"test-agents-{uuid.uuid4().hex[:6]}")
+    writer.open()
+    key, value, headers = encode(envelope)
+    writer.commit([OutgoingRecord("agents.events.v1", key, value, list(headers))], [])
+    writer.close()
+
+
+def test_a_groups_tickets_go_in_turn_to_its_logged_in_members_oldest_first(live: LiveTickets) -> None:
+    members = sorted(f"bo-{live.run}-{n}" for n in range(2))
+    for agent_id in members:
+        _write_agent_event(
+            live, agent_id, agent_ev.AgentLoggedIn(agent_id=agent_id, skill_groups=["back_office"]), 1
+        )
+    first = live.complaint(category="something.else", group_id="back_office")
+    second = live.complaint(category="something.else", group_id="back_office")
+    owners = [
+        eventually(
+            lambda t=t: live.ticket(t.ticket_id), lambda t: bool(t.assignee_id), "an owner"
+        ).assignee_id
+        for t in (first, second)
+    ]
+    # Members only (on a broker reused across runs, earlier runs' members are logged in too).
+    assert all(owner.startswith("bo-") for owner in owners)
+    assert owners[0] != owners[1], "in turn"
+    [assigned] = [e for e in live.events(first.ticket_id) if e.event_type == "TicketAssigned"]
+    assert assigned.payload.automatic and assigned.payload.strategy == "round_robin"

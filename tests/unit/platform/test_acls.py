@@ -16,6 +16,7 @@ from services.platform.settings import Settings
 from services.platform.topics import department_codes, inbox_topic, load_topic_specs
 from services.routing import handlers as routing
 from services.tickets import handlers as tickets
+from services.tickets.assignment import MEMBERS_TOPIC
 from services.tickets.publisher import PUBLIC_TOPIC
 
 SPEC = load_acl_specs()
@@ -26,7 +27,7 @@ SERVICES = {
     "routing": ({routing.EVENTS_TOPIC, routing.SNAPSHOTS_TOPIC, routing.SEATS_TOPIC}, set(routing.REACTS_TO)),
     "agents": ({agents.EVENTS_TOPIC, agents.SNAPSHOTS_TOPIC}, set(agents.REACTS_TO)),
     "kpi": ({kpi.CONTACTS_TOPIC, kpi.AGENTS_TOPIC, kpi.QUEUES_TOPIC}, set(kpi.REACTS_TO)),
-    "tickets": ({tickets.EVENTS_TOPIC, tickets.SNAPSHOTS_TOPIC}, set(tickets.REACTS_TO)),
+    "tickets": ({tickets.EVENTS_TOPIC, tickets.SNAPSHOTS_TOPIC, MEMBERS_TOPIC}, set(tickets.REACTS_TO)),
 }
 
 
