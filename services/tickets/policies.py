@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, PlainValidator, field_validat
 
 from services.platform.calendars import BusinessCalendar, Duration, load_calendars, parse_duration
 from services.platform.settings import PROJECT_ROOT
-from services.platform.yamlconfig import ConfigError, Document, read, validate
+from services.platform.yamlconfig import Document, read, validate
 
 DEFAULT_CONFIG_DIR = PROJECT_ROOT / "deploy" / "tickets"
 DEFAULT_CALENDARS_DIR = PROJECT_ROOT / "deploy" / "calendars"
@@ -368,14 +368,13 @@ def load_rules(
     policy = load_policy(config_dir / "sla-policy.yaml", calendars)
     catalogue = load_catalogue(config_dir / "dispatch-catalogue.yaml", calendars, inbox_codes)
     groups = load_groups(config_dir / "groups.yaml")
-    for name, group in (
-        ("follow_up.group", policy.follow_up_group),
-        ("escalation.group", policy.escalation_group),
+    for loc, group in (
+        (("follow_up", "group"), policy.follow_up_group),
+        (("escalation", "group"), policy.escalation_group),
     ):
         if group not in groups:
-            raise ConfigError(
-                config_dir / "sla-policy.yaml", None, f"{name} {group!r} is not a group of groups.yaml"
-            )
+            document = read(config_dir / "sla-policy.yaml")
+            raise document.error(loc, f"{'.'.join(loc)} {group!r} is not a group of groups.yaml")
     return Rules(policy, catalogue, groups, calendars)
 
 
