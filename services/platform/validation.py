@@ -30,6 +30,40 @@ def check(message: Message) -> None:
         described = [describe(violation) for violation in violations[:_NAMED]]
         more = len(violations) - len(described)
         raise InvalidArgument("; ".join(described) + (f"; and {more} more" if more > 0 else ""))
+    malformed = list(_malformed_times(message, ""))
+    if malformed:
+        raise InvalidArgument("; ".join(malformed[:_NAMED]))
+
+
+# What protobuf itself can represent (google/protobuf/timestamp.proto and duration.proto): a value
+# outside it parses, but cannot become a datetime or timedelta, so it is refused here by name.
+_TIMESTAMP_SECONDS = (-62_135_596_800, 253_402_300_799)  # 0001-01-01 to 9999-12-31T23:59:59Z
+_DURATION_SECONDS = 315_576_000_000
+_NANOS = 999_999_999
+
+
+def _malformed_times(message: Message, prefix: str) -> Any:
+    """``due_at: not a valid Timestamp (nanos ...)`` for every Timestamp or Duration no datetime can hold."""
+    for field, value in message.ListFields():
+        path = f"{prefix}{field.name}"
+        if field.message_type is None:
+            continue
+        values = value if field.is_repeated else [value]
+        if field.message_type.GetOptions().map_entry:
+            values = value.values() if field.message_type.fields_by_name["value"].message_type else []
+        for index, item in enumerate(values):
+            where = f"{path}[{index}]" if field.is_repeated else path
+            name = item.DESCRIPTOR.full_name
+            if name == "google.protobuf.Timestamp":
+                low, high = _TIMESTAMP_SECONDS
+                if not (low <= item.seconds <= high and 0 <= item.nanos <= _NANOS):
+                    yield f"{where}: not a valid Timestamp (seconds {item.seconds}, nanos {item.nanos})"
+            elif name == "google.protobuf.Duration":
+                same_sign = item.seconds == 0 or item.nanos == 0 or (item.seconds > 0) == (item.nanos > 0)
+                if not (abs(item.seconds) <= _DURATION_SECONDS and abs(item.nanos) <= _NANOS and same_sign):
+                    yield f"{where}: not a valid Duration (seconds {item.seconds}, nanos {item.nanos})"
+            else:
+                yield from _malformed_times(item, f"{where}.")
 
 
 def describe(violation: Any) -> str:
