@@ -86,6 +86,7 @@ bench: kafka-up
 	$(PY) load-tests/bench_contact_flow.py --rate 20 --rate 40 --rate 60 --rate 80 --seconds 30
 	PYTHONPATH=$(CURDIR) $(PY) load-tests/bench_kpi_runtime.py --events 20000
 	PYTHONPATH=$(CURDIR) $(PY) load-tests/bench_kpi_pipeline.py --rate 50 --rate 200 --rate 400 --rate 600 --seconds 20
+	$(PY) load-tests/bench_tickets.py --events 1000000
 
 erlang-check: setup kafka-up
 	$(PY) load-tests/check_erlang_c.py --start-services --minutes 15
