@@ -1,10 +1,10 @@
 """The KPI service layer: contexts' events folded into facts, written to ClickHouse once per batch.
 
 The consumer runner hands every event to ``KpiProjector.project`` inside the batch's transaction.
-The folds (``projection``) of the contacts and agents the batch touched are kept for the batch;
-``flush`` (the runner's batch hook) writes their fact rows to ClickHouse in one insert per table and
-puts the folds into their changelog tables (``kpi.contacts.v1``, ``kpi.agents.v1``), which commit
-with the batch's consumed offsets. So:
+The folds (``projection``, ``tickets``) of the contacts, agents and tickets the batch touched are kept
+for the batch; ``flush`` (the runner's batch hook) writes their fact rows to ClickHouse in one insert
+per table and puts the folds into their changelog tables (``kpi.contacts.v1``, ``kpi.agents.v1``,
+``kpi.tickets.v1``), which commit with the batch's consumed offsets. So:
 
 - a crash before the commit replays the batch from the committed folds: the same rows again, which
   the ReplacingMergeTree tables (and the insert's deduplication token) keep once;
@@ -12,11 +12,13 @@ with the batch's consumed offsets. So:
   so an outage pauses consumption and loses nothing.
 
 The live board follows the committed folds (a store listener), for the gauges, the wallboard and the
-staffing advice.
+staffing advice. Folds are forgotten once nothing can change them: a contact an hour after it ended,
+a ticket an hour after it was merged or its reopening window closed (by the read horizon, not the clock).
 """
 
 from __future__ import annotations
 
+import heapq
 import logging
 import threading
 from collections import OrderedDict
@@ -31,9 +33,10 @@ from callcenter.intake.v1 import events_pb2 as intake_events
 from callcenter.routing.v1 import events_pb2 as routing_events
 from callcenter.tickets.v1 import events_pb2 as ticket_events
 
-from services.kpi import projection
+from services.kpi import projection, tickets
 from services.kpi.projection import AGENT, AgentFold, ContactFold, QueueFold, Row
 from services.kpi.store import KpiStoreError
+from services.kpi.tickets import TICKET, TicketFold
 from services.platform.codec import dataclass_codec
 from services.platform.consumer import BatchRefused, TransientError
 from services.platform.envelope import Envelope, EventRegistry
@@ -41,28 +44,42 @@ from services.platform.eventstore import AggregateKind, EventStore, Transaction
 
 log = logging.getLogger(__name__)
 
-CONTACTS, AGENTS, QUEUES = "KpiContact", "KpiAgent", "KpiQueue"
+CONTACTS, AGENTS, QUEUES, TICKETS = "KpiContact", "KpiAgent", "KpiQueue", "KpiTicket"
 CONTACTS_TOPIC, AGENTS_TOPIC, QUEUES_TOPIC = "kpi.contacts.v1", "kpi.agents.v1", "kpi.queues.v1"
-REACTS_TO = ("contacts.events.v1", "routing.events.v1", "agents.events.v1")
+TICKETS_TOPIC = "kpi.tickets.v1"
+REACTS_TO = ("contacts.events.v1", "routing.events.v1", "agents.events.v1", "tickets.events.v1")
 
 # Fact tables in the order a batch writes them.
-TABLES = ("contact_facts", "offer_facts", "agent_state_intervals", "queue_settings")
+TABLES = (
+    "contact_facts",
+    "offer_facts",
+    "agent_state_intervals",
+    "queue_settings",
+    "ticket_facts",
+    "dispatch_facts",
+    "ticket_state_intervals",
+)
 
 
 def registry() -> EventRegistry:
-    """Every event the KPIs read (tickets and approvals too, though no fact is drawn from them yet)."""
+    """Every event the KPIs read (approvals too, though no fact is drawn from them yet)."""
     return EventRegistry.of(intake_events, routing_events, agent_events, ticket_events, approval_events)
 
 
 def kinds(
-    topics: tuple[str, str, str] = (CONTACTS_TOPIC, AGENTS_TOPIC, QUEUES_TOPIC),
+    topics: tuple[str, ...] = (CONTACTS_TOPIC, AGENTS_TOPIC, QUEUES_TOPIC, TICKETS_TOPIC),
 ) -> list[AggregateKind[Any]]:
-    """The folds' changelog tables (other ``topics`` keep a benchmark's folds apart)."""
-    contacts, agents, queues = topics
+    """The folds' changelog tables, one per topic given, in this order: contacts, agents, queues,
+    tickets (other ``topics`` keep a benchmark's folds apart; one naming three keeps no tickets)."""
+    tables = [
+        (CONTACTS, ContactFold),
+        (AGENTS, AgentFold),
+        (QUEUES, QueueFold),
+        (TICKETS, TicketFold),
+    ]
     return [
-        AggregateKind.table(CONTACTS, ContactFold, contacts, *dataclass_codec(ContactFold)),
-        AggregateKind.table(AGENTS, AgentFold, agents, *dataclass_codec(AgentFold)),
-        AggregateKind.table(QUEUES, QueueFold, queues, *dataclass_codec(QueueFold)),
+        AggregateKind.table(name, fold, topic, *dataclass_codec(fold))
+        for (name, fold), topic in zip(tables, topics, strict=False)
     ]
 
 
@@ -77,6 +94,9 @@ class _Batch:
     tx: Transaction
     contacts: dict[str, ContactFold] = field(default_factory=dict)
     agents: dict[str, AgentFold] = field(default_factory=dict)
+    tickets: dict[str, TicketFold] = field(default_factory=dict)
+    # Each ticket's version when the batch first folded it: its dispatches changed after it are written.
+    ticket_base: dict[str, int] = field(default_factory=dict)
     rows: dict[str, dict[str, Row]] = field(default_factory=lambda: {table: {} for table in TABLES})
 
     def add(self, table: str, key: str, row: Row) -> None:
@@ -103,6 +123,8 @@ class KpiProjector:
         self._batch: _Batch | None = None
         self.board = LiveBoard()
         self._ended: OrderedDict[str, datetime] = OrderedDict()
+        self._settled: list[tuple[datetime, str]] = []  # (forget_after, ticket id), a heap
+        self._settled_lock = threading.Lock()  # the store's listener pushes, the batch hook pops
         store.add_listener(self._committed)
         self.rows_written = 0
 
@@ -118,6 +140,9 @@ class KpiProjector:
             self.board.estimate(envelope.payload.queue_id, envelope.payload.estimated_wait.ToTimedelta())
         if envelope.aggregate_type == AGENT:
             self._fold_agent(batch, envelope)
+        if envelope.aggregate_type == TICKET:
+            self._fold_ticket(batch, envelope)
+            return
         contact_id = projection.contact_of(envelope)
         if contact_id:
             self._fold_contact(batch, contact_id, envelope)
@@ -131,6 +156,14 @@ class KpiProjector:
             tx.put(CONTACTS, contact_id, fold)
         for agent_id, agent in batch.agents.items():
             tx.put(AGENTS, agent_id, agent)
+        for ticket_id, ticket in batch.tickets.items():
+            row = tickets.ticket_row(ticket)
+            if row is None:
+                continue  # an event of a ticket forgotten long ago (or never created): nothing to keep
+            batch.add("ticket_facts", ticket_id, row)
+            for fact in tickets.dispatch_rows(ticket, batch.ticket_base[ticket_id]):
+                batch.add("dispatch_facts", fact["dispatch_fact_id"], fact)
+            tx.put(TICKETS, ticket_id, ticket)
         try:
             for table in TABLES:
                 rows = list(batch.rows[table].values())
@@ -143,6 +176,7 @@ class KpiProjector:
             raise TransientError(f"writing KPI facts: {error}") from error
         self._store.health.clear("facts")
         self._forget_ended(tx)
+        self._forget_settled(batch)
         self._batch = None
 
     def _batch_of(self, tx: Transaction) -> _Batch:
@@ -170,6 +204,17 @@ class KpiProjector:
         for row in rows:
             batch.add("agent_state_intervals", row["interval_id"], row)
 
+    def _fold_ticket(self, batch: _Batch, envelope: Envelope) -> None:
+        ticket_id = envelope.aggregate_id
+        before = batch.tickets.get(ticket_id) or batch.tx.load(TICKETS, ticket_id).state
+        after, rows = tickets.fold_ticket(before, envelope)
+        if after is before:
+            return
+        batch.ticket_base.setdefault(ticket_id, before.version)
+        batch.tickets[ticket_id] = after
+        for row in rows:
+            batch.add("ticket_state_intervals", row["interval_id"], row)
+
     def _skill_group_of(self, agent_id: str) -> str:
         batch = self._batch
         agent = batch.agents.get(agent_id) if batch is not None else None
@@ -185,6 +230,9 @@ class KpiProjector:
             self.board.agent(state)
         elif kind.name == QUEUES:
             self.board.configure(key, list(state.skills))
+        elif kind.name == TICKETS and state.forget_after is not None:
+            with self._settled_lock:
+                heapq.heappush(self._settled, (state.forget_after, key))
 
     def _forget_ended(self, tx: Transaction) -> None:
         """Drop the folds of contacts over for longer than the retention (a wrap-up left open: twice)."""
@@ -203,6 +251,21 @@ class KpiProjector:
                 wrapping.append((contact_id, ended_at))
         for contact_id, ended_at in wrapping:  # looked at again after the next batch
             self._ended[contact_id] = ended_at
+
+    def _forget_settled(self, batch: _Batch) -> None:
+        """Drop the folds of tickets settled (merged, or closed past their reopening window) for longer
+        than the retention. A ticket reopened since it was queued here is kept: its fold says so."""
+        now = self._read_horizon()
+        if now is None:
+            return
+        due = []
+        with self._settled_lock:
+            while self._settled and self._settled[0][0] <= now - self._retention:
+                due.append(heapq.heappop(self._settled))
+        for forget_after, ticket_id in due:
+            fold = batch.tickets.get(ticket_id) or self._store.load(TICKETS, ticket_id).state
+            if fold.forget_after == forget_after:
+                batch.tx.delete(TICKETS, ticket_id)
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from services.kpi import erlang
@@ -37,6 +37,10 @@ FROM kpi_contacts(by='queue', grain_s=86400, from={f:DateTime64(3)}, to={t:DateT
 GROUP BY key
 """
 _SETTINGS = "SELECT queue_id, sl_threshold_s, sl_target_percent FROM queue_settings FINAL"
+_DEPARTMENTS = (
+    "SELECT * FROM kpi_departments(from={f:DateTime64(3)}, to={t:DateTime64(3)}) ORDER BY department"
+)
+_SCORECARD = "SELECT * FROM kpi_department_scorecard(month={month:Date}) ORDER BY rank, department"
 
 
 @dataclass(frozen=True)
@@ -93,6 +97,16 @@ class KpiService:
             (row for row in rows.values() if not wanted or row["key"] in wanted),
             key=lambda row: (row["key"], row["interval_start"]),
         )
+
+    def departments(self, since: datetime, until: datetime) -> list[dict[str, Any]]:
+        """The departments' KPIs of the dispatches sent in [since, until) (``kpi_departments``)."""
+        if until <= since:
+            raise InvalidArgument(f"'to' ({until.isoformat()}) must be after 'from' ({since.isoformat()})")
+        return self._store.query(_DEPARTMENTS, {"f": since, "t": until})
+
+    def scorecard(self, month: date) -> list[dict[str, Any]]:
+        """The scorecard of the month holding ``month``, best first (``kpi_department_scorecard``)."""
+        return self._store.query(_SCORECARD, {"month": month})
 
     def wallboard(self, queue_ids: Sequence[str] = ()) -> list[QueueNow]:
         now = self.now()

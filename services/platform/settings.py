@@ -320,6 +320,13 @@ class TicketsSettings(BaseModel):
     calendars_dir: Path = PROJECT_ROOT / "deploy" / "calendars"
 
 
+class KpiSettings(BaseModel):
+    """Where the KPI service reads its configuration (services/kpi/scorecard.py)."""
+
+    # The monthly department scorecard's weights, versioned.
+    scorecard_file: Path = PROJECT_ROOT / "deploy" / "kpi" / "scorecard.yaml"
+
+
 class Settings(BaseSettings):
     """All settings of one process."""
 
@@ -344,6 +351,7 @@ class Settings(BaseSettings):
     store: StoreSettings = Field(default_factory=StoreSettings)
     intake: IntakeSettings = Field(default_factory=IntakeSettings)
     tickets: TicketsSettings = Field(default_factory=TicketsSettings)
+    kpi: KpiSettings = Field(default_factory=KpiSettings)
     _kafka_given: bool = PrivateAttr(default=False)
 
     @model_validator(mode="after")

@@ -25,12 +25,12 @@ then the agents service reacts to it), so its start may too.
 from __future__ import annotations
 
 import contextlib
-import threading
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from statistics import mean
 from typing import Any
 
@@ -62,6 +62,7 @@ from tests.e2e.clear_numbers import (
     scan_tables,
     scan_topics,
 )
+from tests.support import polling
 
 HOP_S = 0.35
 PUSH_S = 2 * HOP_S
@@ -131,14 +132,7 @@ def _seconds(start: str | None, end: str | None) -> float:
     return (_time(end) - _time(start)).total_seconds()  # type: ignore[operator]
 
 
-def eventually(read: Callable[[], Any], holds: Callable[[Any], bool], what: str, tries: int = 1200) -> Any:
-    pause, value = threading.Event(), None
-    for _ in range(tries):
-        value = read()
-        if holds(value):
-            return value
-        pause.wait(0.1)
-    raise AssertionError(f"never reached: {what}; last seen {value}")
+eventually = partial(polling.eventually, tries=1200, interval=0.1)
 
 
 @pytest.fixture(scope="module")

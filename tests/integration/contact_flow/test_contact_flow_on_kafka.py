@@ -6,10 +6,10 @@ middle of a contact with nothing lost or doubled."""
 from __future__ import annotations
 
 import itertools
-import threading
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
+from functools import partial
 from typing import Any, TypeVar
 
 import grpc
@@ -31,6 +31,7 @@ from services.platform.envelope import Envelope, EventRegistry, decode
 from services.platform.kafka import KafkaEventLog
 from services.platform.settings import GrpcSettings, HttpSettings, Settings
 from services.routing import main as routing_main
+from tests.support import polling
 from tests.support.identity import CallerChannel
 
 T = TypeVar("T")
@@ -42,21 +43,11 @@ REGISTRY = EventRegistry.of(intake_ev, routing_ev, agent_ev)
 STARTERS = {"intake": intake_main.start, "routing": routing_main.start, "agents": agents_main.start}
 
 
-def eventually(read: Callable[[], T], holds: Callable[[T], bool], what: str) -> T:
-    """Poll until the condition holds; the bound only ends a broken run."""
-    pause = threading.Event()
-    value = None
-    for _ in range(600):
-        try:
-            value = read()
-        except grpc.RpcError as error:
-            if error.code() != grpc.StatusCode.NOT_FOUND:
-                raise
-        else:
-            if holds(value):
-                return value
-        pause.wait(0.05)
-    raise AssertionError(f"never reached: {what}; last seen {value}")
+def _not_applied_yet(error: Exception) -> bool:
+    return isinstance(error, grpc.RpcError) and error.code() == grpc.StatusCode.NOT_FOUND
+
+
+eventually = partial(polling.eventually, not_yet=_not_applied_yet)
 
 
 class LiveCenter:

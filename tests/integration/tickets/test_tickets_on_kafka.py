@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -33,6 +33,7 @@ from services.platform.settings import GrpcSettings, Settings
 from services.tickets.bootstrap import bootstrap
 from services.tickets.publisher import PUBLIC_TOPIC
 from tests.support.identity import secure_channel
+from tests.support.polling import eventually
 
 T = TypeVar("T")
 DS = pb.DispatchStatus
@@ -40,18 +41,6 @@ S = pb.TicketStatus
 # Monday 2 March 2026, 10:00 in Beijing: a working morning of the cn-gov calendar.
 BASE = datetime(2026, 3, 2, 2, 0, tzinfo=UTC)
 REGISTRY = EventRegistry.of(ev)
-
-
-def eventually(read: Callable[[], T], holds: Callable[[T], bool], what: str) -> T:
-    """Poll until the condition holds; the bound only ends a broken run."""
-    pause = threading.Event()
-    value = None
-    for _ in range(400):
-        value = read()
-        if holds(value):
-            return value
-        pause.wait(0.05)
-    raise AssertionError(f"never reached: {what}; last seen {value}")
 
 
 class SteppedClock:

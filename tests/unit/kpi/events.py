@@ -1,4 +1,4 @@
-"""Hand-made envelopes of intake, routing and agents for the KPI projection tests.
+"""Hand-made envelopes of intake, routing and agents for the KPI projection tests (tickets: ticket_events).
 
 A ``Stream`` numbers one aggregate's events from 1, as its event store would; times are seconds after
 ``T0``. ``answered_call`` is the reference contact: every context's events of one answered call.
@@ -18,6 +18,7 @@ from google.protobuf.message import Message
 
 from services.kpi.handlers import registry
 from services.kpi.projection import AGENT, CONTACT, QUEUE, QUEUE_ENTRY
+from services.kpi.tickets import TICKET
 from services.platform.envelope import Cause, Envelope, make_envelope
 from tests.support.center import T0
 
@@ -32,6 +33,7 @@ TOPIC_OF = {
     QUEUE_ENTRY: "routing.events.v1",
     QUEUE: "routing.events.v1",
     AGENT: "agents.events.v1",
+    TICKET: "tickets.events.v1",
 }
 
 

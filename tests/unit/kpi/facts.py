@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from services.kpi.store import KpiStore
@@ -15,6 +15,7 @@ _PARAMETER_TYPES = {
     "by": "String",
     "grain_s": "UInt32",
     "days": "UInt32",
+    "month": "Date",
     "from": "DateTime64(3, 'UTC')",
     "to": "DateTime64(3, 'UTC')",
 }
@@ -129,7 +130,7 @@ def queue_settings(queue_id: str, sl_threshold_s: float, version: int = 1, **cha
 
 
 def ticket(ticket_id: str, version: int = 1, **changes: Any) -> dict[str, Any]:
-    """A ticket_facts row; by default an open billing complaint created at 09:00."""
+    """A ticket_facts row; by default a new billing complaint created at 09:00."""
     fact = {
         "ticket_id": ticket_id,
         "ticket_type": "complaint",
@@ -139,7 +140,7 @@ def ticket(ticket_id: str, version: int = 1, **changes: Any) -> dict[str, Any]:
         "origin_contact_id": "",
         "customer_hash": CALLER,
         "issue_code": "",
-        "status": "open",
+        "status": "new",
         "created_at": NINE,
         "first_response_at": None,
         "first_response_due_at": None,
@@ -157,6 +158,13 @@ def ticket(ticket_id: str, version: int = 1, **changes: Any) -> dict[str, Any]:
         "csat_score": None,
         "outcome": "",
         "version": version,
+        "origin": "agent",
+        "sla_rule": "complaint",
+        "status_since": NINE,
+        "first_response_working_s": None,
+        "resolution_working_s": None,
+        "redo_count": 0,
+        "satisfaction": "",
     }
     return fact | changes
 
@@ -180,6 +188,112 @@ def approval_step(request_id: str, step: int = 1, version: int = 1, **changes: A
         "version": version,
     }
     return fact | changes
+
+
+def dispatch(ticket_id: str, dispatch_id: str = "d1", version: int = 1, **changes: Any) -> dict[str, Any]:
+    """A dispatch_facts row; by default a lead dispatch to housing at 09:00, not answered yet, with a
+    day to accept and five to complete."""
+    fact = {
+        "dispatch_fact_id": f"{ticket_id}:{dispatch_id}",
+        "ticket_id": ticket_id,
+        "dispatch_id": dispatch_id,
+        "department": "housing",
+        "role": "lead",
+        "ticket_type": "complaint",
+        "priority": 3,
+        "category": "housing.repairs",
+        "redo": False,
+        "replaces_dispatch_id": "",
+        "status": "dispatched",
+        "dispatched_at": NINE,
+        "accept_due_at": NINE + timedelta(days=1),
+        "accepted_at": None,
+        "accepted_on_time": False,
+        "answered_at": None,
+        "accept_breached": False,
+        "first_due_at": NINE + timedelta(days=5),
+        "due_at": NINE + timedelta(days=5),
+        "completed_at": None,
+        "completed_on_time": False,
+        "completion_breached": False,
+        "completion_working_s": None,
+        "resolved": False,
+        "returns": 0,
+        "returns_refused": 0,
+        "return_accepted": False,
+        "extensions_requested": 0,
+        "extensions_granted": 0,
+        "extensions_refused": 0,
+        "progress_reports": 0,
+        "supervision_notices": 0,
+        "escalated": False,
+        "inside_s": 0.0,
+        "inside_since": NINE,
+        "ended_at": None,
+        "followed_up_at": None,
+        "follow_up_reached": False,
+        "satisfaction": "",
+        "department_at_fault": False,
+        "version": version,
+    }
+    return fact | changes
+
+
+def completed_dispatch(
+    ticket_id: str, inside_s: float, on_time: bool = True, resolved: bool = True, **changes: Any
+) -> dict[str, Any]:
+    """A dispatch accepted within its first hour and completed ``inside_s`` after it was sent."""
+    done = NINE + timedelta(seconds=inside_s)
+    completed = {
+        "status": "completed",
+        "accepted_at": NINE + timedelta(hours=1),
+        "accepted_on_time": True,
+        "answered_at": NINE + timedelta(hours=1),
+        "completed_at": done,
+        "completed_on_time": on_time,
+        "completion_breached": not on_time,
+        "resolved": resolved,
+        "inside_s": inside_s,
+        "inside_since": None,
+        "ended_at": done,
+        "version": 5,
+    }
+    return dispatch(ticket_id, **(completed | changes))
+
+
+def state_visit(
+    ticket_id: str, status: str, started_at: datetime, seconds: float | None, **changes: Any
+) -> dict[str, Any]:
+    """A ticket_state_intervals row; open (version 1) when seconds is None."""
+    interval = {
+        "interval_id": f"{ticket_id}:{int(started_at.timestamp())}",
+        "ticket_id": ticket_id,
+        "status": status,
+        "ticket_type": "complaint",
+        "priority": 3,
+        "started_at": started_at,
+        "ended_at": started_at + timedelta(seconds=seconds) if seconds is not None else None,
+        "seconds": seconds or 0.0,
+        "version": 1 if seconds is None else 2,
+    }
+    return interval | changes
+
+
+def scorecard_weights(
+    version: int = 1, effective_from: date = date(2024, 1, 1), **weights: float
+) -> dict[str, Any]:
+    """A scorecard_weights row; by default 30% response, 35% resolution, 35% satisfaction from 2024."""
+    row = {
+        "version": version,
+        "effective_from": effective_from,
+        "response": 0.30,
+        "on_time_completion": 0.0,
+        "resolution": 0.35,
+        "satisfaction": 0.35,
+        "source": "scorecard.yaml:14",
+        "loaded_at": NINE,
+    }
+    return row | weights
 
 
 def read_view(

@@ -24,11 +24,15 @@ from tests.unit.kpi.facts import (
     answered_visit,
     approval_step,
     at,
+    completed_dispatch,
     contact_arrival,
+    dispatch,
     offer,
     queue_settings,
     queue_visit,
+    scorecard_weights,
     state_interval,
+    state_visit,
     ticket,
 )
 
@@ -103,7 +107,7 @@ def all_values(store: KpiStore, dashboard: dict[str, Any]) -> dict[str, list[str
 
 
 def insert_facts(store: KpiStore) -> None:
-    """A morning on the sales queue: enough facts that every panel has a row to show."""
+    """A morning on the sales queue and of three departments: enough facts that every panel has a row."""
     store.insert("queue_settings", [queue_settings("sales", 20.0), queue_settings("billing", 30.0)])
     store.insert(
         "contact_facts",
@@ -184,10 +188,30 @@ def insert_facts(store: KpiStore) -> None:
                 resolved_on_first_contact=True,
                 csat_score=5,
             ),
-            ticket("t2", status="open", resolved_at=at(minutes=30), reopen_count=1, csat_score=3),
+            ticket("t2", status="in_progress", resolved_at=at(minutes=30), reopen_count=1, csat_score=3),
             ticket("t3", ticket_type="inquiry", department="finance"),
         ],
     )
+    store.insert(
+        "dispatch_facts",
+        [
+            completed_dispatch("t1", 1800.0, follow_up_reached=True, satisfaction="satisfied"),
+            completed_dispatch(
+                "t2", 3600.0, department="transport", on_time=False, returns=1, returns_refused=1
+            ),
+            dispatch("t3", department="finance", extensions_requested=1),
+        ],
+    )
+    store.insert(
+        "ticket_state_intervals",
+        [
+            state_visit("t1", "new", at(), 60.0),
+            state_visit("t1", "in_progress", at(minutes=1), 3540.0),
+            state_visit("t1", "closed", at(minutes=60), None),
+            state_visit("t2", "in_progress", at(minutes=30), None),
+        ],
+    )
+    store.insert("scorecard_weights", [scorecard_weights()])
     store.insert(
         "approval_step_facts",
         [
@@ -243,7 +267,7 @@ def test_panel_reads_the_views_not_the_fact_tables(query: PanelQuery) -> None:
 def test_dashboards_have_unique_uids_and_panel_ids() -> None:
     dashboards = load_dashboards()
 
-    assert set(dashboards) == {"wallboard", "intraday", "agents", "tickets_approvals"}
+    assert set(dashboards) == {"wallboard", "intraday", "agents", "tickets_approvals", "departments"}
     uids = [dashboard["uid"] for dashboard in dashboards.values()]
     assert len(set(uids)) == len(uids)
     for dashboard in dashboards.values():

@@ -8,12 +8,15 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 
 from callcenter.routing.v1 import events_pb2 as routing_ev
+from callcenter.tickets.v1 import events_pb2 as ticket_ev
 
 from services.kpi.handlers import (
     AGENTS,
     CONTACTS,
     CONTACTS_TOPIC,
     REACTS_TO,
+    TICKETS,
+    TICKETS_TOPIC,
     KpiProjector,
     gauge_rows,
     kinds,
@@ -45,6 +48,7 @@ from tests.unit.kpi.events import (
     started,
     state_changed,
 )
+from tests.unit.kpi.ticket_events import DAY, HOUR, TicketStory, closed_loop
 
 READY, NOT_READY = STATE.AGENT_STATE_READY, STATE.AGENT_STATE_NOT_READY
 RESERVED, ON_CONTACT = STATE.AGENT_STATE_RESERVED, STATE.AGENT_STATE_ON_CONTACT
@@ -55,7 +59,14 @@ def t(seconds: float) -> datetime:
     return T0 + timedelta(seconds=seconds)
 
 
-KEYS = {"contact_facts": "fact_id", "offer_facts": "offer_id", "agent_state_intervals": "interval_id"}
+KEYS = {
+    "contact_facts": "fact_id",
+    "offer_facts": "offer_id",
+    "agent_state_intervals": "interval_id",
+    "ticket_facts": "ticket_id",
+    "dispatch_facts": "dispatch_fact_id",
+    "ticket_state_intervals": "interval_id",
+}
 
 
 class ListSink:
@@ -140,6 +151,9 @@ class Kpi:
 
     def knows(self, contact_id: str) -> bool:
         return self.store.load(CONTACTS, contact_id).exists
+
+    def knows_ticket(self, ticket_id: str) -> bool:
+        return self.store.load(TICKETS, ticket_id).exists
 
 
 def agent_a1_before(call: Call) -> list[Envelope]:
@@ -532,3 +546,124 @@ def test_the_answering_agents_skill_group_comes_from_the_agents_fold() -> None:
 
     assert kpi.sink.final("contact_facts")["c-1:1"]["skill_group"] == "billing"
     assert kpi.store.load(AGENTS, "a-1").state.skill_groups == ("billing", "sales")
+
+
+# tickets ------------------------------------------------------------------------------------------
+
+
+def test_a_tickets_events_write_its_ticket_dispatch_and_state_facts_once_per_batch() -> None:
+    kpi, story = Kpi(), closed_loop()
+
+    kpi.run(*story.events)
+
+    assert kpi.sink.tables() == ["ticket_facts", "dispatch_facts", "ticket_state_intervals"]
+    [ticket] = kpi.sink.final("ticket_facts").values()
+    assert (ticket["status"], ticket["version"], ticket["dispatch_count"]) == ("closed", len(story.events), 3)
+    assert sorted(kpi.sink.final("dispatch_facts")) == ["t-1:d1", "t-1:d2", "t-1:d3"]
+    assert len(kpi.sink.final("ticket_state_intervals")) == 12
+    assert kpi.store.load(TICKETS, "t-1").state.version == len(story.events)
+
+
+def test_a_later_batch_rewrites_the_ticket_and_only_the_dispatches_its_events_changed() -> None:
+    kpi, story = Kpi(), TicketStory()
+    story.created(0)
+    story.dispatched(HOUR, "d1", "housing")
+    story.dispatched(HOUR, "d2", "transport")
+    kpi.run(*story.events)
+    written = len(kpi.sink.inserts)
+
+    kpi.run(*story.accepted(2 * HOUR, "d2"))
+
+    later = dict(kpi.sink.inserts[written:])
+    assert [row["dispatch_id"] for row in later["dispatch_facts"]] == ["d2"]
+    assert [row["version"] for row in later["ticket_facts"]] == [len(story.events)]
+    assert "ticket_state_intervals" not in later, "the ticket stays dispatched"
+
+
+def test_a_ticket_event_delivered_again_writes_nothing() -> None:
+    kpi, story = Kpi(), closed_loop()
+    kpi.run(*story.events)
+    written = len(kpi.sink.inserts)
+
+    kpi.run(*story.events[5:15])
+
+    assert len(kpi.sink.inserts) == written
+
+
+def test_the_ticket_folds_survive_a_restart_and_later_events_continue_the_facts() -> None:
+    story = closed_loop()
+    half = len(story.events) // 2
+    kpi = Kpi()
+    kpi.run(*story.events[:half])
+
+    restarted = kpi.restarted(ListSink())
+    restarted.run(*story.events[half:])
+
+    expected = reference(story.events[:half], story.events[half:])
+    for table in ("ticket_facts", "dispatch_facts", "ticket_state_intervals"):
+        merged = {**kpi.sink.final(table), **restarted.sink.final(table)}
+        assert merged == expected.final(table), table
+
+
+def test_a_ticket_batch_refused_by_the_kpi_store_is_retried_and_committed_once() -> None:
+    kpi, story = Kpi(), closed_loop()
+    kpi.sink.refuse("dispatch_facts", times=1)
+
+    kpi.run(*story.events)
+
+    assert kpi.runner.stats.retries == 1
+    assert kpi.sink.final("dispatch_facts") == reference(story.events).final("dispatch_facts")
+    assert sum(kpi.broker.group_offsets["kpi"].values()) == len(story.events)
+
+
+def test_a_closed_ticket_is_forgotten_once_its_reopening_window_and_the_retention_are_over() -> None:
+    kpi, story = Kpi(), TicketStory()
+    story.created(0)
+    story.resolved(HOUR, elapsed_s=HOUR)
+    story.closed(DAY, reopen_within=2 * DAY)
+    kpi.run(*story.events)
+    window_end = T0 + timedelta(days=3)
+
+    kpi.clock.now = window_end + timedelta(minutes=59)
+    kpi.run(*TicketStory("t-2").created(3 * DAY))
+    kept = kpi.knows_ticket("t-1")
+    kpi.clock.now = window_end + timedelta(hours=1, seconds=1)
+    kpi.run(*TicketStory("t-3").created(3 * DAY + HOUR))
+
+    assert kept
+    assert not kpi.knows_ticket("t-1")
+    assert kpi.knows_ticket("t-2") and kpi.knows_ticket("t-3")
+    changelog = [record for record in kpi.broker.records(TICKETS_TOPIC) if record.key == b"t-1"]
+    assert changelog[-1].value is None, "a tombstone on the changelog"
+    assert not kpi.restarted().knows_ticket("t-1")
+
+
+def test_a_ticket_reopened_within_its_window_is_kept() -> None:
+    kpi, story = Kpi(), TicketStory()
+    story.created(0)
+    story.resolved(HOUR, elapsed_s=HOUR)
+    story.closed(DAY, reopen_within=2 * DAY)
+    kpi.run(*story.events)
+    kpi.run(*story.reopened(2 * DAY))
+
+    kpi.clock.now = T0 + timedelta(days=10)
+    kpi.run(*TicketStory("t-2").created(10 * DAY))
+
+    assert kpi.knows_ticket("t-1")
+    assert kpi.sink.final("ticket_facts")["t-1"]["status"] == "in_progress"
+
+
+def test_an_event_of_a_forgotten_ticket_writes_no_fact_and_keeps_no_fold() -> None:
+    kpi, story = Kpi(), TicketStory()
+    story.created(0)
+    story.merged(HOUR)
+    kpi.run(*story.events)
+    kpi.clock.now = T0 + timedelta(hours=3)
+    kpi.run(*TicketStory("t-2").created(3 * HOUR))
+    written = len(kpi.sink.inserts)
+
+    kpi.run(*story.at(4 * HOUR, ticket_ev.CsatRecorded(ticket_id="t-1", score=2)))
+
+    assert not kpi.knows_ticket("t-1")
+    assert len(kpi.sink.inserts) == written
+    assert kpi.sink.final("ticket_facts")["t-1"]["csat_score"] is None

@@ -11,7 +11,16 @@ from services.kpi.handlers import LiveBoard
 from services.kpi.service import KpiService
 from services.kpi.store import KpiStore
 from services.platform.errors import InvalidArgument
-from tests.unit.kpi.facts import NINE, answered_visit, at, queue_settings, queue_visit, state_interval
+from tests.unit.kpi.facts import (
+    NINE,
+    answered_visit,
+    at,
+    completed_dispatch,
+    queue_settings,
+    queue_visit,
+    scorecard_weights,
+    state_interval,
+)
 
 
 @pytest.fixture
@@ -102,3 +111,32 @@ def test_staffing_for_an_unknown_queue_names_the_known_ones(
 
     with pytest.raises(InvalidArgument, match=r"no queue 'billing'.*known: sales"):
         kpis.staffing("billing")
+
+
+def test_department_kpis_and_the_scorecard_are_the_views_rows(
+    kpis: KpiService, embedded_kpi_store: KpiStore
+) -> None:
+    embedded_kpi_store.insert(
+        "dispatch_facts",
+        [
+            completed_dispatch("t1", 3600.0),
+            completed_dispatch("t2", 7200.0, department="transport", resolved=False),
+        ],
+    )
+    embedded_kpi_store.insert("scorecard_weights", [scorecard_weights()])
+
+    departments = kpis.departments(NINE, at(minutes=60))
+    scorecard = kpis.scorecard(NINE.date())
+
+    assert [(row["department"], row["resolution_rate"]) for row in departments] == [
+        ("housing", 1.0),
+        ("transport", 0.0),
+    ]
+    assert [(row["department"], row["rank"]) for row in scorecard] == [("housing", 1), ("transport", 2)]
+    assert scorecard[0]["score"] == pytest.approx(100.0)
+    assert scorecard[1]["score"] == pytest.approx(100 * 0.30 / 0.65), "no follow-up: response and resolution"
+
+
+def test_department_kpis_need_a_range_that_ends_after_it_begins(kpis: KpiService) -> None:
+    with pytest.raises(InvalidArgument, match="must be after"):
+        kpis.departments(NINE, NINE)

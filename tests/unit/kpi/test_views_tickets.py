@@ -1,11 +1,12 @@
-"""Ticket, approval and live views (kpi_tickets, kpi_approval_steps, live_gauges_now, staffing_advice_now)."""
+"""Ticket, approval and live views (kpi_tickets, kpi_ticket_states, kpi_approval_steps, live_gauges_now,
+staffing_advice_now)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from services.kpi.store import KpiStore
-from tests.unit.kpi.facts import approval_step, at, project, read_view, ticket
+from tests.unit.kpi.facts import approval_step, at, project, read_view, state_visit, ticket
 
 
 def test_ticket_backlog_sla_and_reopen_rate(embedded_kpi_store: KpiStore) -> None:
@@ -31,9 +32,11 @@ def test_ticket_backlog_sla_and_reopen_rate(embedded_kpi_store: KpiStore) -> Non
                 resolution_breached=True,
                 reopen_count=1,
             ),
-            ticket("t3", version=2, status="open"),
-            ticket("t4", status="pending", first_response_at=at(minutes=20), first_response_s=1200.0),
-            ticket("early", status="open", created_at=at(minutes=-1)),
+            ticket("t3", version=2, status="in_progress"),
+            ticket(
+                "t4", status="waiting_on_customer", first_response_at=at(minutes=20), first_response_s=1200.0
+            ),
+            ticket("early", status="new", created_at=at(minutes=-1)),
         ],
     )
     embedded_kpi_store.insert("ticket_facts", [ticket("t3", version=1, status="closed")])
@@ -52,7 +55,107 @@ def test_ticket_backlog_sla_and_reopen_rate(embedded_kpi_store: KpiStore) -> Non
         "reopened": 1,
         "resolved": 2,
         "reopen_rate": 0.5,  # 1 / 2
+        "resolved_on_first_contact": 0,
+        "first_contact_resolution_rate": 0.0,
+        "escalated": 0,
+        "escalation_rate": 0.0,
+        "dispatched": 0,
+        "merged": 0,
     }
+
+
+def test_merged_tickets_leave_the_backlog_and_fcr_counts_resolved_tickets_only(
+    embedded_kpi_store: KpiStore,
+) -> None:
+    resolved = {"status": "resolved", "resolved_at": at(minutes=5), "resolution_s": 300.0}
+    embedded_kpi_store.insert(
+        "ticket_facts",
+        [
+            ticket("t1", **resolved, resolved_on_first_contact=True),
+            ticket("t2", **resolved, resolved_on_first_contact=True, escalation_count=2),
+            ticket("t3", **resolved, dispatch_count=1, department="billing"),
+            ticket("t4", status="merged", closed_at=at(minutes=10)),
+            ticket("t5", status="escalated", escalation_count=1),
+        ],
+    )
+
+    [row] = read_view(embedded_kpi_store, "kpi_tickets", "department, ticket_type")
+
+    assert project(
+        [row],
+        "created",
+        "open_backlog",
+        "resolved",
+        "resolved_on_first_contact",
+        "first_contact_resolution_rate",
+        "escalated",
+        "escalation_rate",
+        "dispatched",
+        "merged",
+    ) == [
+        {
+            "created": 5,
+            "open_backlog": 1,  # t5; t4 was merged
+            "resolved": 3,
+            "resolved_on_first_contact": 2,
+            "first_contact_resolution_rate": 2 / 3,  # of the resolved, not of all created
+            "escalated": 2,
+            "escalation_rate": 0.4,
+            "dispatched": 1,
+            "merged": 1,
+        }
+    ]
+
+
+def test_time_in_each_status_counts_the_visits_begun_in_the_range(embedded_kpi_store: KpiStore) -> None:
+    embedded_kpi_store.insert(
+        "ticket_state_intervals",
+        [
+            state_visit("t1", "in_progress", at(), 100.0),
+            state_visit("t2", "in_progress", at(minutes=1), 200.0),
+            state_visit("t1", "in_progress", at(minutes=10), 300.0),  # t1 back in progress
+            state_visit("t3", "in_progress", at(minutes=20), 400.0),
+            state_visit("t4", "in_progress", at(minutes=30), None),
+            state_visit("t1", "dispatched", at(minutes=5), None, version=1),
+            state_visit("late", "in_progress", at(minutes=60), 10.0),
+        ],
+    )
+    embedded_kpi_store.insert(
+        "ticket_state_intervals", [state_visit("t1", "dispatched", at(minutes=5), 60.0)]
+    )
+
+    rows = read_view(embedded_kpi_store, "kpi_ticket_states", "status")
+
+    assert rows == [
+        {
+            "status": "dispatched",
+            "entered": 1,
+            "tickets": 1,
+            "open_intervals": 0,  # closed by its newer version
+            "ended": 1,
+            "avg_s": 60.0,
+            "p90_s": 60.0,
+        },
+        {
+            "status": "in_progress",
+            "entered": 5,
+            "tickets": 4,
+            "open_intervals": 1,  # t4's
+            "ended": 4,
+            "avg_s": 250.0,  # (100 + 200 + 300 + 400) / 4
+            "p90_s": 370.0,  # rank 0.9 * 3 = 2.7: 300 + 0.7 * 100
+        },
+    ]
+
+
+def test_time_in_a_status_nobody_left_is_null(embedded_kpi_store: KpiStore) -> None:
+    embedded_kpi_store.insert("ticket_state_intervals", [state_visit("t1", "closed", at(), None)])
+
+    [row] = read_view(embedded_kpi_store, "kpi_ticket_states", "status")
+
+    assert project([row], "entered", "ended", "avg_s", "p90_s") == [
+        {"entered": 1, "ended": 0, "avg_s": None, "p90_s": None}
+    ]
 
 
 def test_a_breach_without_a_response_counts_against_the_sla(embedded_kpi_store: KpiStore) -> None:
