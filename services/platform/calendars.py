@@ -6,6 +6,8 @@ A calendar is versioned configuration, one YAML file each (``deploy/calendars/``
     version: 1                # positive integer; a changed calendar is a new version
     time_zone: Asia/Shanghai  # IANA name; opening hours are wall-clock times in this zone
     covers: {from: 2026-01-01, to: 2026-12-31}   # computations needing another day are refused
+    provisional_from: 2027-01-01   # optional: the days from here on are a forecast (next year's
+                                   # official notice is not out), used but warned of; see below
     working_day: 7h           # the length of one working day, for durations written in wd
     weekly:                   # opening hours per weekday; a weekday left out is closed
       monday: ["09:00-12:00", "13:30-17:30"]      # HH:MM-HH:MM, earliest first, not overlapping;
@@ -19,6 +21,12 @@ A calendar is versioned configuration, one YAML file each (``deploy/calendars/``
 Refused at load, with the line: malformed or unordered hours, a day outside ``covers`` or listed twice,
 a day both a holiday and an extra working day, an extra working day on an open weekday or with the
 hours of a closed one, ``covers.from`` after ``covers.to``, an unknown time zone, a bad duration.
+
+A provisional part lets deadlines run into a year whose official arrangement is not yet published
+(China's notice comes out in November or December): it holds the days that law fixes (statutory
+holidays) and no make-up days. Computations over it work as over any covered day; ``notices`` says,
+for the service to log at start, which calendars rest on a forecast or end soon. The official days
+come as a new version, never as an edit of the one in use.
 
 Durations (``parse_duration``): ``90m``, ``2h``, ``1h30m``, ``3wd`` and ``1wd4h`` are working time, a
 working day (wd) being the calendar's ``working_day`` (so a wd is converted by the calendar that counts
@@ -171,6 +179,11 @@ class BusinessCalendar:
     last_day: date
     working_day: timedelta
     _timeline: _Timeline = field(repr=False)
+    provisional_from: date | None = None
+
+    def is_provisional(self, day: date) -> bool:
+        """Whether ``day`` lies in the provisional part: a forecast of the year, not its official days."""
+        return self.provisional_from is not None and day >= self.provisional_from
 
     def is_working_day(self, day: date) -> bool:
         """Whether ``day`` has any opening hours (holidays and extra working days applied)."""
@@ -244,6 +257,27 @@ class BusinessCalendar:
             f"{what} needs a day outside calendar {self.calendar_id} version {self.version}, which covers "
             f"{self.first_day}..{self.last_day} ({self.time_zone.key}) only"
         )
+
+
+def notices(calendars: Iterable[BusinessCalendar], today: date, within: timedelta) -> list[str]:
+    """What a service counting deadlines on these calendars should warn of at start: a calendar that ends
+    within ``within`` of ``today`` (later deadlines will be refused), or whose provisional part begins
+    by then (deadlines there rest on a forecast until the official days are added as a new version)."""
+    said = []
+    for calendar in calendars:
+        name = f"calendar {calendar.calendar_id} version {calendar.version}"
+        if calendar.last_day - today <= within:
+            said.append(
+                f"{name} covers up to {calendar.last_day} only: deadlines falling later are refused until "
+                "a version covering the next year is added"
+            )
+        provisional = calendar.provisional_from
+        if provisional is not None and provisional - today <= within:
+            said.append(
+                f"{name} is provisional from {provisional} (statutory holidays only, no make-up working "
+                "days): deadlines from then on may move when the official days are added as a new version"
+            )
+    return said
 
 
 def load_calendar(path: Path) -> BusinessCalendar:
@@ -398,6 +432,7 @@ class _CalendarFile(_Strict):
     weekly: _Weekly
     holidays: list[_Holiday] = []
     extra_working_days: list[_ExtraWorkingDay] = []
+    provisional_from: date | None = None
 
 
 def _read_calendar(path: Path) -> tuple[Document, BusinessCalendar]:
@@ -433,6 +468,14 @@ def _check_days(document: Document, spec: _CalendarFile) -> dict[date, str | Non
     that differ from their weekday, each with the weekday whose hours it has (None: closed)."""
     covers = spec.covers
     covered = f"{covers.first}..{covers.last}"
+    provisional = spec.provisional_from
+    if provisional is not None and not covers.first < provisional <= covers.last:
+        raise _refusal(
+            document,
+            ("provisional_from",),
+            f"{provisional} is not inside covers {covered} after its first day (a wholly provisional "
+            "calendar is a forecast, not a calendar)",
+        )
     listed: dict[date, str] = {}
     hours_of: dict[date, str | None] = {}
     for index, holiday in enumerate(spec.holidays):
@@ -491,6 +534,7 @@ def _build(spec: _CalendarFile, hours_of: Mapping[date, str | None]) -> Business
         first_day=spec.covers.first,
         last_day=spec.covers.last,
         working_day=spec.working_day,
+        provisional_from=spec.provisional_from,
         _timeline=_Timeline(
             covered_from=_first_instant_showing(zone, datetime.combine(spec.covers.first, time())),
             covered_until=_first_instant_showing(zone, datetime.combine(day, time())),

@@ -6,6 +6,7 @@ import logging
 import threading
 from datetime import UTC, datetime, timedelta
 
+from services.platform.calendars import notices
 from services.platform.process import ServiceProcess, StartRefused, kafka_adapters, run_main, serve_context
 from services.platform.settings import Settings
 from services.platform.yamlconfig import ConfigError
@@ -34,18 +35,10 @@ def start(settings: Settings, stop: threading.Event | None = None) -> TicketsPro
 
 
 def _warn_of_calendars_ending(rules: Rules, within: timedelta = CALENDAR_NOTICE) -> None:
-    """Deadlines past a calendar's last day are refused: say so while there is time to add the next one."""
-    today = datetime.now(UTC).date()
-    for calendar in rules.calendars.values():
-        if calendar.last_day - today <= within:
-            log.warning(
-                "calendar %s version %d covers up to %s only: tickets whose deadlines fall later are refused "
-                "until a version covering the next year is added to %s",
-                calendar.calendar_id,
-                calendar.version,
-                calendar.last_day,
-                "deploy/calendars/",
-            )
+    """Deadlines past a calendar's last day are refused, and those in a provisional year may move: say so
+    while there is time to add the next version to deploy/calendars/."""
+    for notice in notices(rules.calendars.values(), datetime.now(UTC).date(), within):
+        log.warning("%s (deploy/calendars/)", notice)
 
 
 if __name__ == "__main__":

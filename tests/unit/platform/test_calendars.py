@@ -1,5 +1,6 @@
-"""Business calendars: refusals at load with their line, China's 2026 calendar against an independent
-source, working-time arithmetic against brute force, and daylight-saving days in Berlin."""
+"""Business calendars: refusals at load with their line, China's 2026 calendar and the provisional 2027
+against independent sources, working-time arithmetic against brute force, and daylight-saving days in
+Berlin."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import chinese_calendar
+import holidays
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -20,6 +22,7 @@ from services.platform.calendars import (
     load_calendar,
     load_calendar_versions,
     load_calendars,
+    notices,
     parse_duration,
 )
 from services.platform.settings import PROJECT_ROOT
@@ -28,6 +31,7 @@ from services.platform.yamlconfig import ConfigError
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 BERLIN = ZoneInfo("Europe/Berlin")
 CN_GOV_FILE = PROJECT_ROOT / "deploy" / "calendars" / "cn-gov-2026.yaml"
+CN_GOV_NEXT_FILE = PROJECT_ROOT / "deploy" / "calendars" / "cn-gov-2026-2027.yaml"
 ZONES = st.sampled_from([UTC, SHANGHAI, BERLIN, ZoneInfo("America/New_York")])
 
 DESK = """\
@@ -99,9 +103,21 @@ def _at(zone: ZoneInfo, *fields: int) -> datetime:
     return datetime(*fields, tzinfo=zone)
 
 
+@pytest.fixture(scope="module", params=[CN_GOV_FILE, CN_GOV_NEXT_FILE], ids=["version-1", "version-2"])
+def cn_gov(request: pytest.FixtureRequest) -> BusinessCalendar:
+    """China's government calendar in each deployed version: both hold the same 2026."""
+    return load_calendar(request.param)
+
+
 @pytest.fixture(scope="module")
-def cn_gov() -> BusinessCalendar:
+def cn_gov_2026() -> BusinessCalendar:
+    """Version 1, which ends with 2026."""
     return load_calendar(CN_GOV_FILE)
+
+
+@pytest.fixture(scope="module")
+def cn_gov_next() -> BusinessCalendar:
+    return load_calendar(CN_GOV_NEXT_FILE)
 
 
 @pytest.fixture(scope="module")
@@ -264,14 +280,54 @@ def test_a_missing_directory_of_calendars_is_refused(tmp_path: Path) -> None:
         load_calendars(tmp_path / "absent")
 
 
-def test_the_deployed_calendars_load() -> None:
+def test_the_deployed_calendars_load_and_the_latest_is_current() -> None:
     calendars = load_calendars(CN_GOV_FILE.parent)
 
-    assert calendars["cn-gov"].version == 1
+    assert set(load_calendar_versions(CN_GOV_FILE.parent)) == {("cn-gov", 1), ("cn-gov", 2)}
+    assert calendars["cn-gov"].version == 2
     assert (calendars["cn-gov"].first_day, calendars["cn-gov"].last_day) == (
         date(2026, 1, 1),
-        date(2026, 12, 31),
+        date(2027, 12, 31),
     )
+
+
+def test_a_provisional_part_must_lie_inside_covers_after_its_first_day(tmp_path: Path) -> None:
+    for outside in ("2027-01-01", "2026-01-01"):
+        text = DESK.replace("working_day: 8h", f"provisional_from: {outside}\nworking_day: 8h")
+
+        with pytest.raises(ConfigError) as refused:
+            load_calendar(_write(tmp_path, text))
+
+        assert refused.value.line == _line_of(text, "provisional_from")
+        assert f"{outside} is not inside covers 2026-01-01..2026-12-31" in refused.value.reason
+
+
+def test_a_calendar_without_a_provisional_part_has_no_provisional_day(cn_gov: BusinessCalendar) -> None:
+    if cn_gov.version == 1:
+        assert not cn_gov.is_provisional(date(2026, 12, 31))
+    else:
+        assert (cn_gov.is_provisional(date(2026, 12, 31)), cn_gov.is_provisional(date(2027, 1, 1))) == (
+            False,
+            True,
+        )
+
+
+def test_notices_warn_of_an_ending_calendar_and_of_a_provisional_year_in_time(
+    cn_gov_next: BusinessCalendar,
+) -> None:
+    ending = load_calendar(CN_GOV_FILE)
+    two_months = timedelta(days=60)
+
+    early = notices([ending, cn_gov_next], date(2026, 6, 1), two_months)
+    december = notices([ending, cn_gov_next], date(2026, 12, 3), two_months)
+
+    assert early == []
+    assert december == [
+        "calendar cn-gov version 1 covers up to 2026-12-31 only: deadlines falling later are refused until a "
+        "version covering the next year is added",
+        "calendar cn-gov version 2 is provisional from 2027-01-01 (statutory holidays only, no make-up "
+        "working days): deadlines from then on may move when the official days are added as a new version",
+    ]
 
 
 # Durations.
@@ -312,6 +368,34 @@ def test_every_day_of_2026_is_a_working_day_exactly_when_chinese_calendar_says_s
 
     assert disagreements == []
     assert sum(cn_gov.is_working_day(day) for day in days) == 248
+
+
+# The provisional 2027, against python-holidays: the statutory days of China's Regulations on Public
+# Holidays (lunar dates computed there, not here), a weekday in lieu of a statutory day on a weekend.
+
+
+def test_every_day_of_2027_is_a_working_day_exactly_when_a_statutory_weekday_is_not_a_holiday(
+    cn_gov_next: BusinessCalendar,
+) -> None:
+    statutory = holidays.China(years=2027)
+    days = [date(2027, 1, 1) + timedelta(days=offset) for offset in range(365)]
+
+    disagreements = [
+        day for day in days if cn_gov_next.is_working_day(day) != (day.weekday() < 5 and day not in statutory)
+    ]
+
+    assert disagreements == []
+    assert all(cn_gov_next.is_provisional(day) for day in days)
+
+
+def test_a_deadline_into_2027_is_computed_across_the_provisional_new_year(
+    cn_gov_next: BusinessCalendar,
+) -> None:
+    opened = _at(SHANGHAI, 2026, 12, 31, 16, 0)
+
+    due = cn_gov_next.add_duration(opened, parse_duration("1wd"))
+
+    assert due == _at(SHANGHAI, 2027, 1, 4, 16, 0)
 
 
 def test_a_make_up_sunday_has_mondays_hours(cn_gov: BusinessCalendar) -> None:
@@ -383,7 +467,10 @@ def test_naive_instants_and_negative_durations_are_refused(cn_gov: BusinessCalen
         cn_gov.add(_at(SHANGHAI, 2026, 3, 9, 10, 0), timedelta(hours=-1))
 
 
-def test_days_outside_covers_are_refused_naming_the_calendar_and_its_range(cn_gov: BusinessCalendar) -> None:
+def test_days_outside_covers_are_refused_naming_the_calendar_and_its_range(
+    cn_gov_2026: BusinessCalendar,
+) -> None:
+    cn_gov = cn_gov_2026
     named = r"calendar cn-gov version 1, which covers 2026-01-01\.\.2026-12-31"
 
     with pytest.raises(BeyondCalendar, match=named):
@@ -461,8 +548,9 @@ def test_a_later_start_or_a_longer_duration_never_gives_an_earlier_deadline(
     beyond=st.timedeltas(min_value=timedelta(microseconds=1), max_value=SEVERAL_WEEKS),
 )
 def test_a_deadline_past_covers_is_refused_naming_the_range(
-    cn_gov: BusinessCalendar, start: datetime, beyond: timedelta
+    cn_gov_2026: BusinessCalendar, start: datetime, beyond: timedelta
 ) -> None:
+    cn_gov = cn_gov_2026
     left = cn_gov.working_between(start, COVERED_UNTIL)
 
     assert cn_gov.add(start, left) <= max(start, _at(SHANGHAI, 2026, 12, 31, 17, 30))
