@@ -274,7 +274,8 @@ class TicketsServicer(service_pb2_grpc.TicketsServiceServicer):
     def GetTicket(self, request: pb.GetTicketRequest, context) -> pb.GetTicketResponse:
         _, department = caller()
         ticket = self._tickets.get(request.ticket_id, department)
-        return pb.GetTicketResponse(ticket=ticket_message(ticket, self._tickets.version(ticket.ticket_id)))
+        version = self._tickets.version(ticket.ticket_id)
+        return pb.GetTicketResponse(ticket=ticket_message(ticket, version, for_department=department))
 
     def ListTickets(self, request: pb.ListTicketsRequest, context) -> pb.ListTicketsResponse:
         _, acting_for = caller()
@@ -290,7 +291,9 @@ class TicketsServicer(service_pb2_grpc.TicketsServiceServicer):
             key=lambda t: (t.created_at or _EPOCH, t.ticket_id),
         )
         page, token = _page(tickets, request.page_size, request.page_token, lambda t: t.ticket_id)
-        return pb.ListTicketsResponse(tickets=[ticket_message(t) for t in page], next_page_token=token)
+        return pb.ListTicketsResponse(
+            tickets=[ticket_message(t, for_department=acting_for) for t in page], next_page_token=token
+        )
 
     def ListDispatches(self, request: pb.ListDispatchesRequest, context) -> pb.ListDispatchesResponse:
         if not request.department:
@@ -362,9 +365,19 @@ def dispatch_message(ticket: Ticket, dispatch: Dispatch) -> pb.DepartmentDispatc
     return message
 
 
-def ticket_message(ticket: Ticket, version: int = 0) -> pb.Ticket:
-    first = ticket.clocks.get((domain.SlaClock.SLA_CLOCK_FIRST_RESPONSE, ""))
-    resolution = ticket.clocks.get((domain.SlaClock.SLA_CLOCK_RESOLUTION, ""))
+def ticket_message(ticket: Ticket, version: int = 0, for_department: str = "") -> pb.Ticket:
+    """The ticket as the center sees it; ``for_department``, as that department may: no customer
+    reference, only its own dispatches and their clocks, none of the center's own clocks."""
+    dispatches = [
+        d for d in ticket.dispatches.values() if not for_department or d.department == for_department
+    ]
+    own = {d.dispatch_id for d in dispatches}
+    clocks = [
+        c for c in ticket.clocks.values() if not for_department or (c.dispatch_id and c.dispatch_id in own)
+    ]
+    first = ticket.clocks.get((domain.SlaClock.SLA_CLOCK_FIRST_RESPONSE, "")) if not for_department else None
+    resolution = ticket.clocks.get((domain.SlaClock.SLA_CLOCK_RESOLUTION, "")) if not for_department else None
+    customer = types_pb2.PartyReference(hash=ticket.customer_hash, masked=ticket.customer_masked)
     message = pb.Ticket(
         ticket_id=ticket.ticket_id,
         type=ticket.type,
@@ -373,12 +386,12 @@ def ticket_message(ticket: Ticket, version: int = 0) -> pb.Ticket:
         summary=ticket.summary,
         assignee_id=ticket.assignee_id,
         group_id=ticket.group_id,
-        customer=types_pb2.PartyReference(hash=ticket.customer_hash, masked=ticket.customer_masked),
-        open_dispatch_ids=[d.dispatch_id for d in ticket.open_dispatches],
+        customer=None if for_department else customer,
+        open_dispatch_ids=[d.dispatch_id for d in ticket.open_dispatches if d.dispatch_id in own],
         pending_approval_id=ticket.pending_approval_id,
         version=version,
         category=ticket.category,
-        dispatches=[dispatch_message(ticket, d) for d in ticket.dispatches.values()],
+        dispatches=[dispatch_message(ticket, d) for d in dispatches],
         clocks=[
             pb.SlaClockStatus(
                 clock=c.clock,
@@ -389,7 +402,7 @@ def ticket_message(ticket: Ticket, version: int = 0) -> pb.Ticket:
                 breached=c.breached,
                 fulfilled=c.done,
             )
-            for c in ticket.clocks.values()
+            for c in clocks
         ],
         origin=ticket.origin,
         source_contact_id=ticket.source_contact_id,

@@ -265,7 +265,11 @@ def test_a_complaint_dispatched_to_a_lead_and_an_assisting_department_that_both_
 
 def test_a_department_cannot_act_on_another_departments_dispatch(live: LiveTickets) -> None:
     ticket = live.complaint()
-    lead, _ = live.dispatch(ticket.ticket_id).dispatch_ids
+    lead, assisting = live.dispatch(ticket.ticket_id).dispatch_ids
+    seen = (
+        live.department("urban_management").GetTicket(pb.GetTicketRequest(ticket_id=ticket.ticket_id)).ticket
+    )
+    assert [x.dispatch_id for x in seen.dispatches] == [assisting] and not seen.HasField("customer")
     with pytest.raises(grpc.RpcError) as refused:
         live.accept("urban_management", ticket.ticket_id, lead)
     assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
