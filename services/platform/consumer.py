@@ -2,8 +2,9 @@
 
 A batch of records is handled inside one store transaction that also carries the batch's
 consumed offsets, so its output and its progress commit together or not at all. A record that
-cannot be decoded, names an unknown event type, or whose handler keeps failing goes to the
-dead-letter topic with its original bytes and the reason in headers; the runner goes on.
+cannot be decoded, names an unknown event type, whose handler keeps failing, or whose output the
+log refuses for what it is (too large, a topic the reaction may not write) goes to the dead-letter
+topic with its original bytes and the reason in headers; the runner goes on.
 Infrastructure errors (``TransientError``) are different: the runner pauses and retries the
 same batch, so an outage delays work but never drops it.
 """
@@ -30,7 +31,14 @@ from services.platform.envelope import (
     decode,
 )
 from services.platform.errors import DomainError, WriterFenced
-from services.platform.eventstore import ConsumedOffsets, EventStore, LogRecord, RecordTooLarge, Transaction
+from services.platform.eventstore import (
+    CommitRefused,
+    ConsumedOffsets,
+    EventStore,
+    LogRecord,
+    RecordTooLarge,
+    Transaction,
+)
 from services.platform.telemetry import extract_kafka_context
 
 log = logging.getLogger(__name__)
@@ -177,7 +185,7 @@ class ConsumerRunner:
                 raise
             except _HandlerFailed as failure:
                 self._count_failure(failure)
-            except (RecordTooLarge, BatchRefused) as error:
+            except (RecordTooLarge, BatchRefused, CommitRefused) as error:
                 if len(records) > 1:
                     # Find the record whose output cannot be written: one unit of work each.
                     for record in records:

@@ -277,6 +277,11 @@ class CommitFailed(Unavailable):
     """A unit of work was not written; nothing of it is visible, and it may be retried."""
 
 
+class CommitRefused(CommitFailed):
+    """A unit of work was not written because the log refused one of its own records for what it is
+    (too large, a topic its writer may not write): the same unit would be refused again."""
+
+
 class RecordTooLarge(InvalidArgument):
     """A unit of work would write a record larger than the log accepts; nothing of it was written."""
 
@@ -1013,23 +1018,31 @@ class EventStore:
         return self._drop(
             units,
             lambda position, _unit: "; ".join(reasons[position]) if position in reasons else None,
+            CommitRefused,
         )
 
-    def _drop(self, units: list[_Unit], why: Callable[[int, _Unit], str | None]) -> list[_Unit]:
-        """Fail the units ``why`` gives a reason for, and those that built on them; keep the rest."""
+    def _drop(
+        self,
+        units: list[_Unit],
+        why: Callable[[int, _Unit], str | None],
+        failure: type[CommitFailed] = CommitFailed,
+    ) -> list[_Unit]:
+        """Fail the units ``why`` gives a reason for (with ``failure``), and those that built on them
+        (with CommitFailed: without what they built on, they may be written); keep the rest."""
         failed: list[_Unit] = []
         tainted: set[_Key] = set()
         kept: list[_Unit] = []
         for position, unit in enumerate(units):
             reason = why(position, unit)
+            error: type[CommitFailed] = failure
             if reason is None and tainted.intersection(unit.tx.pending):
-                reason = "it built on a write that failed"
+                reason, error = "it built on a write that failed", CommitFailed
             if reason is None:
                 kept.append(unit)
                 continue
             failed.append(unit)
             tainted.update(unit.tx.pending)
-            unit.error = CommitFailed(f"{self.topic}: not written: {reason}")
+            unit.error = error(f"{self.topic}: not written: {reason}")
         with self._lock:
             self._writing = kept
             self._rebuild_speculative(failed)

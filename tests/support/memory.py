@@ -17,7 +17,14 @@ from callcenter.common.v1 import snapshot_pb2
 
 from services.platform.consumer import Source
 from services.platform.errors import WriterFenced
-from services.platform.eventstore import ConsumedOffsets, EventLog, LogRecord, OutgoingRecord, Position
+from services.platform.eventstore import (
+    ConsumedOffsets,
+    EventLog,
+    LogRecord,
+    OutgoingRecord,
+    Position,
+    RecordsRefused,
+)
 from services.platform.process import Adapters, wall_clock
 
 
@@ -29,6 +36,8 @@ class InMemoryBroker:
     writer_epochs: dict[str, int] = field(default_factory=dict)
     group_offsets: dict[str, dict[tuple[str, int], int]] = field(default_factory=dict)
     failures: list[Exception] = field(default_factory=list)
+    # Topics no writer may write, as a broker's ACLs refuse them: a record to one is refused for what it is.
+    forbidden: set[str] = field(default_factory=set)
 
     def log(self, topic: str) -> list[list[LogRecord]]:
         return self.topics.setdefault(topic, [[] for _ in range(self.partitions)])
@@ -81,6 +90,13 @@ class InMemoryEventLog(EventLog):
         self._check_epoch()
         if self._broker.failures:
             raise self._broker.failures.pop(0)
+        refused = {
+            index: f"{record.topic} refused a record: Topic authorization failed"
+            for index, record in enumerate(records)
+            if record.topic in self._broker.forbidden
+        }
+        if refused:
+            raise RecordsRefused(refused)
         positions = [self._broker.write(record) for record in records]
         for group in consumed:
             self._broker.group_offsets.setdefault(group.group_metadata, {}).update(group.offsets)

@@ -93,7 +93,7 @@ def expected(story: TicketStory) -> tuple[dict[str, Any], list[dict[str, Any]]]:
 def test_a_tickets_closed_loop_on_the_broker_becomes_its_facts_and_its_departments_kpis(
     live: LiveKpi,
 ) -> None:
-    housing, water = f"housing-{live.run}", f"water-{live.run}"
+    housing, water = f"housing_{live.run}", f"water_{live.run}"
     story = closed_loop(f"t-{live.run}", housing=housing, water=water)
 
     live.write(story.events)
@@ -125,7 +125,7 @@ def test_a_tickets_closed_loop_on_the_broker_becomes_its_facts_and_its_departmen
 def test_a_kpi_service_restarted_mid_ticket_continues_its_facts_with_nothing_lost_or_doubled(
     live: LiveKpi,
 ) -> None:
-    story = closed_loop(f"t-{live.run}", housing=f"housing-{live.run}", water=f"water-{live.run}")
+    story = closed_loop(f"t-{live.run}", housing=f"housing_{live.run}", water=f"water_{live.run}")
     half = len(story.events) // 2
     live.write(story.events[:half])
     eventually(lambda: live.ticket_version(story.ticket_id), lambda v: v == half, "the first half folded")

@@ -192,7 +192,12 @@ class LiveTickets:
 
 
 def read_topic(config: dict[str, Any], topic: str) -> list[wf.WorkflowEvent]:
-    """Every committed record of a topic, from the start, with a plain confluent-kafka consumer."""
+    """Every committed public event of a topic, from the start, with a plain confluent-kafka consumer."""
+    return [wf.WorkflowEvent.FromString(record.value()) for record in read_records(config, topic)]
+
+
+def read_records(config: dict[str, Any], topic: str) -> list[Any]:
+    """Every committed record of a topic, from the start, as confluent-kafka gives them."""
     consumer = Consumer(
         {
             **config,
@@ -206,7 +211,7 @@ def read_topic(config: dict[str, Any], topic: str) -> list[wf.WorkflowEvent]:
         partitions = [TopicPartition(topic, p, 0) for p in metadata.topics[topic].partitions]
         ends = {p.partition: consumer.get_watermark_offsets(p, timeout=10)[1] for p in partitions}
         consumer.assign(partitions)
-        messages: list[wf.WorkflowEvent] = []
+        messages: list[Any] = []
         remaining = {p for p, end in ends.items() if end > 0}
         while remaining:
             record = consumer.poll(5)
@@ -214,7 +219,7 @@ def read_topic(config: dict[str, Any], topic: str) -> list[wf.WorkflowEvent]:
                 break
             if record.error():
                 raise AssertionError(str(record.error()))
-            messages.append(wf.WorkflowEvent.FromString(record.value()))
+            messages.append(record)
             if record.offset() + 1 >= ends[record.partition()]:
                 remaining.discard(record.partition())
         return messages
@@ -514,20 +519,57 @@ def test_a_departments_inbox_gives_it_its_own_work_once_and_no_other_inbox(live:
 
 
 def _write_agent_event(live: LiveTickets, agent_id: str, payload: Any, version: int) -> None:
+    _write_event(live, "agents.events.v1", EventRegistry.of(agent_ev), "Agent", agent_id, payload, version)
+
+
+def _write_event(
+    live: LiveTickets,
+    topic: str,
+    registry: EventRegistry,
+    aggregate_type: str,
+    aggregate_id: str,
+    payload: Any,
+    version: int,
+) -> None:
+    """One event on a topic, committed as its context's writer would, by the test's own principal."""
     envelope = make_envelope(
         payload,
-        registry=EventRegistry.of(agent_ev),
-        aggregate_type="Agent",
-        aggregate_id=agent_id,
+        registry=registry,
+        aggregate_type=aggregate_type,
+        aggregate_id=aggregate_id,
         aggregate_version=version,
         occurred_at=live.clock(),
-        cause=Cause.request(f"agent-{agent_id}-{version}"),
+        cause=Cause.request(f"{aggregate_type}-{aggregate_id}-{version}"),
     )
-    writer = KafkaEventLog(live.broker.kafka, "agents.events.v1", None, f"test-agents-{uuid.uuid4().hex[:6]}")
+    writer = KafkaEventLog(live.broker.kafka, topic, None, f"test-writer-{uuid.uuid4().hex[:6]}")
     writer.open()
     key, value, headers = encode(envelope)
-    writer.commit([OutgoingRecord("agents.events.v1", key, value, list(headers))], [])
+    writer.commit([OutgoingRecord(topic, key, value, list(headers))], [])
     writer.close()
+
+
+def test_an_event_the_publisher_cannot_deliver_is_dead_lettered_and_the_work_after_it_goes_out(
+    live: LiveTickets,
+) -> None:
+    # A dispatch to a department with no inbox (no topic, no ACL): as a catalogue ahead of the
+    # cluster's topics would make, or another writer's mistake. It must not hold up anyone's work.
+    stray = f"t-stray-{live.run}"
+    dispatched = ev.TicketDispatched(ticket_id=stray, dispatch_id=f"{stray}-d1", department="nowhere")
+    _write_event(live, "tickets.events.v1", REGISTRY, "Ticket", stray, dispatched, 1)
+    noise = live.complaint()
+    live.dispatch(noise.ticket_id)
+
+    live.published("dept.environment.inbox.v1", noise.ticket_id, expect=1)
+    [dead] = eventually(
+        lambda: [
+            r for r in read_records(live.broker.client_config(), "deadletter.v1") if r.key() == stray.encode()
+        ],
+        lambda found: len(found) == 1,
+        "the stray dispatch dead-lettered",
+    )
+    reason = dict(dead.headers())["deadletter.reason"].decode()
+    assert "dept.nowhere.inbox.v1 refused a record" in reason, reason
+    assert not [m for m in read_topic(live.broker.client_config(), PUBLIC_TOPIC) if m.subject_id == stray]
 
 
 def test_a_groups_tickets_go_in_turn_to_its_logged_in_members_oldest_first(live: LiveTickets) -> None:

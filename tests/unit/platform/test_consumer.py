@@ -184,6 +184,29 @@ def test_a_domain_refusal_is_dead_lettered_at_once() -> None:
     assert harness.runner.stats.retries == 1
 
 
+def test_an_event_whose_output_the_log_refuses_is_dead_lettered_and_the_others_go_through() -> None:
+    def copy_and_notify(envelope: Envelope, tx: Transaction) -> None:
+        _copy_into_tally(envelope, tx)
+        tx.publish(f"notices.{envelope.aggregate_id}", envelope.aggregate_id.encode(), b"notice")
+
+    harness = Harness(handler=copy_and_notify, max_backoff_s=0.0)
+    harness.broker.forbidden.add("notices.b")  # the reaction may not write there, whatever the retry
+    _publish(harness.broker, _upstream_event("a", 1), _upstream_event("b", 2), _upstream_event("c", 3))
+
+    while harness.runner.run_once():
+        pass
+
+    [dead] = harness.dead_letters()
+    assert dead.key == b"b"
+    assert b"notices.b refused a record" in dict(dead.headers)[REASON_HEADER]
+    assert (harness.quantity("a"), harness.quantity("b"), harness.quantity("c")) == (1, 0, 3)
+    assert [r.key for r in harness.broker.records("notices.a") + harness.broker.records("notices.c")] == [
+        b"a",
+        b"c",
+    ]
+    assert harness.runner.stats.dead_lettered == 1
+
+
 def test_a_transient_outage_pauses_and_retries_without_dead_lettering() -> None:
     outage = {"left": 4}
 
