@@ -11,15 +11,14 @@ ticket's SLA history, as Zendesk's SLA events are.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Protocol
 
 from callcenter.tickets.v1 import events_pb2 as ev
-from google.protobuf.duration_pb2 import Duration as PbDuration
 from google.protobuf.message import Message
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from services.platform.calendars import BusinessCalendar, Duration
+from services.platform.timestamps import dt, pb_duration, ts
 
 
 class TimeBasis(Protocol):
@@ -199,19 +198,3 @@ def evolve(clock: Clock | None, event: Message, at: datetime) -> Clock | None:
         case ev.SlaClockCancelled():
             return replace(clock, running_since=None, done=True)
     return clock
-
-
-def ts(moment: datetime) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromDatetime(moment)
-    return stamp
-
-
-def dt(stamp: Timestamp) -> datetime:
-    return stamp.ToDatetime(tzinfo=UTC)
-
-
-def pb_duration(length: timedelta) -> PbDuration:
-    duration = PbDuration()
-    duration.FromTimedelta(length)
-    return duration
