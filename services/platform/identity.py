@@ -35,6 +35,9 @@ ROLES_CLAIM = "roles"
 AGENT_CLAIM = "agent_id"
 DEPARTMENT_CLAIM = "department"
 ADAPTER_CLAIM = "adapter_id"
+# The positions the subject holds in its department or at the center (team_lead, director, ...): what
+# an approval step's decider may ask for besides the department.
+TITLES_CLAIM = "titles"
 _REQUIRED_CLAIMS = ("exp", "iat", "iss", "aud", "sub", ROLES_CLAIM)
 _CACHE_SIZE = 4096
 # A verified token is checked again after this long, so a key its issuer withdrew stops working soon.
@@ -62,6 +65,7 @@ class Principal:
     agent_id: str = ""
     department: str = ""
     adapter_id: str = ""
+    titles: frozenset[str] = frozenset()
     expires: float = field(default=0.0, compare=False)
     verified_at: float = field(default=0.0, compare=False)
 
@@ -87,12 +91,16 @@ def principal_of(claims: dict[str, Any]) -> Principal:
     scopes = {name: claims.get(name, "") for name in (AGENT_CLAIM, DEPARTMENT_CLAIM, ADAPTER_CLAIM)}
     if not all(isinstance(value, str) for value in scopes.values()):
         raise Unauthenticated("the token's agent_id, department and adapter_id claims must be strings")
+    titles = claims.get(TITLES_CLAIM, [])
+    if not isinstance(titles, list) or not all(isinstance(title, str) for title in titles):
+        raise Unauthenticated("the token's titles claim must be a list of position names")
     return Principal(
         subject=subject,
         roles=frozenset(Role(role) for role in roles if role in known),
         agent_id=scopes[AGENT_CLAIM],
         department=scopes[DEPARTMENT_CLAIM],
         adapter_id=scopes[ADAPTER_CLAIM],
+        titles=frozenset(titles),
         expires=float(claims["exp"]),
     )
 
@@ -240,6 +248,7 @@ class TokenIssuer:
         agent_id: str = "",
         department: str = "",
         adapter_id: str = "",
+        titles: Iterable[str] = (),
         lifetime: timedelta | None = None,
     ) -> str:
         now = datetime.now(UTC)
@@ -259,15 +268,17 @@ class TokenIssuer:
         ):
             if value:
                 claims[name] = value
+        if titles:
+            claims[TITLES_CLAIM] = sorted(titles)
         return jwt.encode(claims, self._key, algorithm=self._auth.algorithms[0])
 
-    def for_role(self, role: Role | str, subject: str = "", **scopes: str) -> str:
+    def for_role(self, role: Role | str, subject: str = "", titles: Iterable[str] = (), **scopes: str) -> str:
         """A token for one role; an agent's names its agent id (the subject unless given)."""
         role = Role(role)
         subject = subject or f"local-{role}"
         if role is Role.AGENT:
             scopes.setdefault("agent_id", subject)
-        return self.issue(subject, [role], **scopes)
+        return self.issue(subject, [role], titles=titles, **scopes)
 
 
 def transport_credentials(tls: TlsSettings) -> grpc.ChannelCredentials:
@@ -330,6 +341,7 @@ def main(argv: list[str] | None = None) -> None:
     token.add_argument("--agent-id", default="")
     token.add_argument("--department", default="")
     token.add_argument("--adapter-id", default="")
+    token.add_argument("--title", action="append", default=[], help="a position held (team_lead, director)")
     token.add_argument("--hours", type=float, default=None, help="lifetime (default from settings)")
     args = parser.parse_args(argv)
     settings = Settings()
@@ -350,6 +362,7 @@ def main(argv: list[str] | None = None) -> None:
             agent_id=agent_id,
             department=args.department,
             adapter_id=args.adapter_id,
+            titles=args.title,
             lifetime=lifetime,
         )
     )

@@ -20,12 +20,12 @@ from services.platform.identity import (
 )
 
 
-def token(role: Role | str, subject: str = "", **scopes: str) -> str:
+def token(role: Role | str, subject: str = "", **scopes: Any) -> str:
     """A token of the session's issuer for one role (an agent's names its own agent id)."""
     return local_issuer().for_role(role, subject, **scopes)
 
 
-def secure_channel(address: str, role: Role | str, subject: str = "", **scopes: str) -> grpc.Channel:
+def secure_channel(address: str, role: Role | str, subject: str = "", **scopes: Any) -> grpc.Channel:
     """A TLS channel to ``address`` whose calls carry a token for ``role``."""
     return channel(address, local_settings().tls, token(role, subject, **scopes))
 

@@ -158,3 +158,12 @@ def test_a_verification_key_of_another_algorithm_is_refused_at_start(tmp_path) -
     with pytest.raises(ValueError, match="not a key of the accepted algorithms EdDSA"):
         TokenVerifier(AuthSettings(public_key_file=public, dir=tmp_path))
     assert TokenVerifier(AuthSettings(public_key_file=public, algorithms=("RS256",), dir=tmp_path))
+
+
+def test_a_tokens_titles_reach_the_principal_and_a_token_without_them_holds_none(local: Settings) -> None:
+    issuer, verifier = TokenIssuer(local.auth), TokenVerifier(local.auth)
+    director = verifier.verify(
+        issuer.for_role(Role.DEPARTMENT, "fin-7", titles=["director", "approver"], department="finance")
+    )
+    assert (director.department, director.titles) == ("finance", frozenset({"director", "approver"}))
+    assert verifier.verify(issuer.for_role(Role.SUPERVISOR, "sup-1")).titles == frozenset()
