@@ -102,6 +102,9 @@ class ApprovalRequest:
     policy_id: str = ""
     policy_version: int = 0
     rule: str = ""
+    customer_tier: str = ""
+    ticket_type: str = ""
+    justification: str = ""
     steps: tuple[Step, ...] = ()
     current: int = 0
     ended_at: datetime | None = None
@@ -117,6 +120,20 @@ class ApprovalRequest:
         if self.status != PENDING or self.current >= len(self.steps):
             return None
         return self.steps[self.current]
+
+    @property
+    def values(self) -> dict[str, str]:
+        """The parameters a policy chooses this request's chain by, besides the amount."""
+        return {"kind": self.kind, "customer_tier": self.customer_tier, "ticket_type": self.ticket_type}
+
+    def involves(self, department: str) -> bool:
+        """Whether any step of the chain (or its backup) is decided in ``department``."""
+        return any(
+            place.decider.department == department
+            or (step.escalate_to is not None and step.escalate_to.department == department)
+            for step in self.steps
+            for place in step.places
+        )
 
     def describe(self) -> str:
         if self.status != PENDING:
@@ -470,6 +487,9 @@ def evolve(request: ApprovalRequest, envelope: Envelope) -> ApprovalRequest:
                 policy_id=event.policy_id,
                 policy_version=event.policy_version,
                 rule=event.rule,
+                customer_tier=event.customer_tier,
+                ticket_type=event.ticket_type,
+                justification=event.justification,
                 steps=tuple(_step_from_message(step) for step in event.chain),
             )
         case ev.ApprovalStepOpened():
@@ -598,3 +618,11 @@ def _decider_message(decider: Decider) -> ev.Decider:
 
 def amount_of(request: ApprovalRequest, policy: ApprovalPolicy) -> Decimal:
     return policy.amount_of(request.amount_minor, request.currency)
+
+
+def rechoose(request: ApprovalRequest, policy: ApprovalPolicy) -> str:
+    """The rule ``policy`` would choose for the request, or why it could not: for dry runs."""
+    try:
+        return policy.choose(request.values, amount_of(request, policy)).name
+    except InvalidArgument as refused:
+        return f"refused: {refused}"
