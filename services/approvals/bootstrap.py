@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from callcenter.approvals.v1 import service_pb2, service_pb2_grpc
+
+from services.approvals.grpc_api import ApprovalsServicer
 from services.approvals.handlers import (
     EVENTS_TOPIC,
     KIND,
@@ -14,7 +17,7 @@ from services.approvals.handlers import (
     registry,
 )
 from services.approvals.policies import ApprovalPolicy, load_policies
-from services.platform.process import Adapters, Context, open_store, reactions
+from services.platform.process import Adapters, Context, open_store, reactions, registration
 from services.platform.settings import Settings
 from services.platform.timers import schedule_deadlines
 
@@ -24,14 +27,16 @@ def bootstrap(
     adapters: Adapters,
     policies: Mapping[tuple[str, int], ApprovalPolicy] | None = None,
 ) -> Context[ApprovalsService]:
-    """``policies``: every version to decide by; by default loaded (strictly) from deploy/approvals/."""
-    policies = policies or load_policies()
+    """``policies``: every version to decide by; by default loaded (strictly) from the settings' folders."""
+    config = settings.approvals
+    policies = policies or load_policies(config.policies_dir, config.calendars_dir)
     store = open_store(settings, adapters, "approvals", (EVENTS_TOPIC, SNAPSHOTS_TOPIC), registry(), kinds())
-    approvals = ApprovalsService(store, policies, clock=adapters.clock)
+    approvals = ApprovalsService(store, policies, config.policy_id, adapters.clock)
     return Context(
         "approvals",
         store,
         approvals,
+        servicers=[registration(service_pb2_grpc, service_pb2, ApprovalsServicer(approvals))],
         runners=[reactions(settings, adapters, "approvals", REACTS_TO, store, approvals.react)],
         schedulers=[schedule_deadlines(store, {KIND: approvals.on_deadline}, adapters.clock)],
     )

@@ -26,7 +26,7 @@ from callcenter.common.v1 import types_pb2
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from services.approvals.policies import CENTER, ApprovalPolicy, Decider, StepSpec
+from services.approvals.policies import CENTER, ApprovalPolicy, ApprovalRule, Decider, StepSpec
 from services.platform.calendars import BusinessCalendar, Duration
 from services.platform.envelope import Envelope
 from services.platform.errors import FailedPrecondition, InvalidArgument, PermissionDenied
@@ -110,6 +110,7 @@ class ApprovalRequest:
     ended_at: datetime | None = None
     outcome_reason: str = ""
     trail: tuple[ev.ApprovalDecided, ...] = field(default=(), compare=False)
+    decided_at: tuple[datetime, ...] = ()  # when each decision of the trail was made
 
     @property
     def exists(self) -> bool:
@@ -276,7 +277,7 @@ def _request(command: RequestApproval, policy: ApprovalPolicy) -> list[Message]:
         ticket_type=command.ticket_type,
         calendar_id=calendar.calendar_id,
         calendar_version=calendar.version,
-        chain=[_step_message(index, spec) for index, spec in enumerate(rule.steps)],
+        chain=chain_messages(rule),
     )
     first = _step_of(0, rule.steps[0])
     return [requested, _opened(command.approval_id, first, command.now, calendar)]
@@ -502,7 +503,7 @@ def evolve(request: ApprovalRequest, envelope: Envelope) -> ApprovalRequest:
             )
         case ev.ApprovalDecided():
             step = request.steps[event.step_index]
-            request = replace(request, trail=(*request.trail, event))
+            request = replace(request, trail=(*request.trail, event), decided_at=(*request.decided_at, at))
             if event.decision == REQUEST_INFO:
                 return _with_step(request, step.index, status="info", info_asked_at=at)
             places = list(step.places)
@@ -574,6 +575,11 @@ def _step_of(index: int, spec: StepSpec) -> Step:
         spec.remind_at,
         spec.escalate_to,
     )
+
+
+def chain_messages(rule: ApprovalRule) -> list[ev.ApprovalStep]:
+    """A rule's chain as the events and views carry it."""
+    return [_step_message(index, spec) for index, spec in enumerate(rule.steps)]
 
 
 def _step_message(index: int, spec: StepSpec) -> ev.ApprovalStep:

@@ -157,23 +157,28 @@ class ApprovalsService:
 
         return self._store.execute(request, POLICY, self.policy_id, decide).state
 
+    def versions(self) -> list[int]:
+        """The loaded versions of the service's policy, lowest first."""
+        return sorted(version for (pid, version) in self._policies if pid == self.policy_id)
+
     def policy_state(self) -> PolicyState:
         return self._store.load(POLICY, self.policy_id).state
 
-    def dry_run(self, version: int, since: datetime, until: datetime) -> list[tuple[ApprovalRequest, str]]:
-        """The requests made in [since, until) that ``version`` would give another chain, with the rule
-        it would choose (or why it would refuse them); nothing is written."""
+    def dry_run(
+        self, version: int, since: datetime, until: datetime
+    ) -> tuple[int, list[tuple[ApprovalRequest, str]]]:
+        """How many requests were made in [since, until), and those ``version`` would give another chain,
+        each with the rule it would choose (or why it would refuse the request); writes nothing."""
         candidate = self.policy(version)
-        changed = []
+        replayed, changed = 0, []
         for request in sorted(self.requests(), key=lambda r: (r.requested_at or since, r.approval_id)):
-            if request.requested_at is None or not since <= request.requested_at < until:
+            if request.requested_at is None or not since <= request.requested_at < until or not request.rule:
                 continue
+            replayed += 1
             rule = domain.rechoose(request, candidate)
-            if rule != request.rule or not _same_chain(
-                self.policy(request.policy_version), request.rule, candidate, rule
-            ):
+            if not _same_chain(self.policy_of(request), request.rule, candidate, rule):
                 changed.append((request, rule))
-        return changed
+        return replayed, changed
 
     # Requests -------------------------------------------------------------------------------------
 
@@ -328,9 +333,12 @@ class ApprovalsService:
 
 
 def _same_chain(old: ApprovalPolicy, old_rule: str, new: ApprovalPolicy, new_rule: str) -> bool:
+    """Whether two rules ask the same deciders in the same steps (names aside)."""
     if new_rule.startswith("refused:"):
         return False
-    return old.rule(old_rule).steps == new.rule(new_rule).steps
+    return [replace(s, name="") for s in old.rule(old_rule).steps] == [
+        replace(s, name="") for s in new.rule(new_rule).steps
+    ]
 
 
 def _evolve_policy(state: PolicyState, envelope: Envelope) -> PolicyState:

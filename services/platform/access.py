@@ -114,11 +114,20 @@ ACCESS_BY_SERVICE: Mapping[str, Mapping[str, Access]] = {
         "RecordFollowUp": allow(AGENT, SUPERVISOR),
         "ListDispatches": allow(DEPARTMENT, SUPERVISOR, department="department"),
     },
+    # Approvals: who may decide a step is the service's to check (the step's department and title,
+    # or a delegation); here only which roles may ask at all.
     "callcenter.approvals.v1.ApprovalsService": {
         "RequestApproval": allow(SERVICE, SUPERVISOR),
-        "Decide": allow(DEPARTMENT, SUPERVISOR),
+        "Decide": allow(DEPARTMENT, SUPERVISOR, AGENT),
         "GetRequest": allow(DEPARTMENT, SUPERVISOR, AGENT, SERVICE),
         "ListPending": allow(DEPARTMENT, SUPERVISOR, department="department"),
+        "ProvideInformation": allow(AGENT, SUPERVISOR, SERVICE),
+        "Withdraw": allow(AGENT, SUPERVISOR, SERVICE),
+        "Delegate": allow(DEPARTMENT, SUPERVISOR, AGENT),
+        "RevokeDelegation": allow(DEPARTMENT, SUPERVISOR, AGENT),
+        "GetPolicy": allow(ADMIN, SUPERVISOR),
+        "DryRunPolicy": allow(ADMIN, SUPERVISOR),
+        "ActivatePolicy": allow(ADMIN),
     },
     "callcenter.platform.v1.OperationsService": _OPERATIONS,
 }

@@ -320,6 +320,17 @@ class TicketsSettings(BaseModel):
     calendars_dir: Path = PROJECT_ROOT / "deploy" / "calendars"
 
 
+class ApprovalsSettings(BaseModel):
+    """Where the approvals service reads its policies (services/approvals/policies.py)."""
+
+    # Every version of every approval policy, one YAML file each.
+    policies_dir: Path = PROJECT_ROOT / "deploy" / "approvals"
+    # The policy whose versions choose the chains of new requests.
+    policy_id: str = "approvals"
+    # The business calendars the deadlines count on: the tickets' own.
+    calendars_dir: Path = PROJECT_ROOT / "deploy" / "calendars"
+
+
 class KpiSettings(BaseModel):
     """Where the KPI service reads its configuration (services/kpi/scorecard.py)."""
 
@@ -351,6 +362,7 @@ class Settings(BaseSettings):
     store: StoreSettings = Field(default_factory=StoreSettings)
     intake: IntakeSettings = Field(default_factory=IntakeSettings)
     tickets: TicketsSettings = Field(default_factory=TicketsSettings)
+    approvals: ApprovalsSettings = Field(default_factory=ApprovalsSettings)
     kpi: KpiSettings = Field(default_factory=KpiSettings)
     _kafka_given: bool = PrivateAttr(default=False)
 

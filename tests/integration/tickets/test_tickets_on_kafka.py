@@ -10,7 +10,6 @@ import threading
 import uuid
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -28,11 +27,9 @@ from services.platform.envelope import Cause, EventRegistry, decode, encode, mak
 from services.platform.eventstore import OutgoingRecord
 from services.platform.identity import Role
 from services.platform.kafka import KafkaEventLog
-from services.platform.process import kafka_adapters, serve_context
-from services.platform.settings import GrpcSettings, Settings
 from services.tickets.bootstrap import bootstrap
 from services.tickets.publisher import PUBLIC_TOPIC
-from tests.support.identity import secure_channel
+from tests.support.live import LiveContext
 from tests.support.polling import eventually
 
 T = TypeVar("T")
@@ -43,62 +40,11 @@ BASE = datetime(2026, 3, 2, 2, 0, tzinfo=UTC)
 REGISTRY = EventRegistry.of(ev)
 
 
-class SteppedClock:
-    """The service's now: BASE plus the real time since the test began, plus what the test skipped."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._started = datetime.now(UTC)
-        self._skipped = timedelta(0)
-
-    def __call__(self) -> datetime:
-        with self._lock:
-            return BASE + (datetime.now(UTC) - self._started) + self._skipped
-
-    def skip_to(self, moment: datetime) -> None:
-        with self._lock:
-            now = BASE + (datetime.now(UTC) - self._started) + self._skipped
-            self._skipped += max(timedelta(0), moment - now)
-
-
-class LiveTickets:
+class LiveTickets(LiveContext):
     """The tickets service in this process on the session's broker, as its own Kafka principal."""
 
     def __init__(self, kafka_broker: Any) -> None:
-        self.broker = kafka_broker
-        self.run = uuid.uuid4().hex[:6]
-        self.clock = SteppedClock()
-        self.settings = Settings(
-            service_name="tickets",
-            kafka=kafka_broker.kafka_as("tickets"),
-            grpc=GrpcSettings(address="127.0.0.1:0"),
-            instance_id=f"tk-{self.run}",
-        )
-        self.channels: dict[str, grpc.Channel] = {}
-        self.start()
-
-    def start(self) -> None:
-        adapters = replace(kafka_adapters(self.settings), clock=self.clock)
-        self.process = serve_context(self.settings, bootstrap(self.settings, adapters))
-        self.address = f"127.0.0.1:{self.process.server.port}"
-        for channel in self.channels.values():
-            channel.close()
-        self.channels = {}
-
-    def restart(self) -> None:
-        self.process.close(5)
-        self.start()
-
-    def close(self) -> None:
-        for channel in self.channels.values():
-            channel.close()
-        self.process.close(5)
-
-    def stub(self, role: Role, subject: str = "", **scopes: str) -> service_pb2_grpc.TicketsServiceStub:
-        key = f"{role.value}/{subject}/{scopes}"
-        if key not in self.channels:
-            self.channels[key] = secure_channel(self.address, role, subject, **scopes)
-        return service_pb2_grpc.TicketsServiceStub(self.channels[key])
+        super().__init__(kafka_broker, "tickets", bootstrap, service_pb2_grpc.TicketsServiceStub, BASE)
 
     @property
     def desk(self) -> service_pb2_grpc.TicketsServiceStub:

@@ -116,12 +116,13 @@ def test_a_dry_run_names_the_past_requests_a_new_version_would_chain_otherwise(p
     broker = InMemoryBroker()
     center = Center(broker, policies)
     small, middle, large = center.request(30_000), center.request(80_000), center.request(2_000_000)
-    changed = center.service.dry_run(2, MONDAY - timedelta(days=1), MONDAY + timedelta(days=1))
+    replayed, changed = center.service.dry_run(2, MONDAY - timedelta(days=1), MONDAY + timedelta(days=1))
+    assert replayed == 3
     assert [(r.approval_id, r.rule, rule) for r, rule in changed] == [
         (middle.approval_id, "refund-small", "refund-medium")
     ]
     assert {small.approval_id, large.approval_id}.isdisjoint({r.approval_id for r, _ in changed})
-    assert center.service.dry_run(2, MONDAY + timedelta(days=1), MONDAY + timedelta(days=2)) == []
+    assert center.service.dry_run(2, MONDAY + timedelta(days=1), MONDAY + timedelta(days=2)) == (0, [])
     assert center.service.policy_state().active_version == 1, "a dry run writes nothing"
 
 

@@ -1,0 +1,41 @@
+"""The approvals service's entry point: its context (bootstrap.py) over Kafka, served until SIGTERM."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from services.approvals.bootstrap import bootstrap
+from services.approvals.handlers import KIND, ApprovalsService
+from services.approvals.policies import load_policies
+from services.platform.process import ServiceProcess, StartRefused, kafka_adapters, run_main, serve_context
+from services.platform.settings import Settings
+from services.platform.yamlconfig import ConfigError
+
+log = logging.getLogger("services.approvals")
+
+ApprovalsProcess = ServiceProcess[ApprovalsService]
+
+
+def start(settings: Settings, stop: threading.Event | None = None) -> ApprovalsProcess:
+    """Load every policy version, rebuild the requests from their topic, activate the first version if
+    none ever was, then serve, react and time."""
+    config = settings.approvals
+    try:
+        policies = load_policies(config.policies_dir, config.calendars_dir)
+    except ConfigError as error:
+        raise StartRefused(f"approvals cannot start: {error}") from None
+    if not any(policy_id == config.policy_id for policy_id, _ in policies):
+        raise StartRefused(
+            f"approvals cannot start: no version of policy {config.policy_id} in {config.policies_dir}"
+        )
+    process = serve_context(settings, bootstrap(settings, kafka_adapters(settings), policies), stop)
+    process.service.activate_first()
+    active = process.service.policy_state().active_version
+    count = sum(1 for _ in process.store.states(KIND))
+    log.info("approvals: %d requests rebuilt; policy %s version %d active", count, config.policy_id, active)
+    return process
+
+
+if __name__ == "__main__":
+    run_main("approvals", start)

@@ -1,0 +1,235 @@
+"""Approvals on the real broker, driven over gRPC as the center, departments and an admin would: a
+refund through a three-step chain, a 2-of-3 quorum, a step that escalates to its backup and one that
+expires, more information asked and given, a department refused another's step with nothing written,
+and the service restarted mid-flow with nothing lost or doubled. The service's clock is the test's."""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import grpc
+import pytest
+from callcenter.approvals.v1 import events_pb2 as ev
+from callcenter.approvals.v1 import service_pb2 as pb
+from callcenter.approvals.v1 import service_pb2_grpc
+from callcenter.common.v1 import types_pb2
+
+from services.approvals.bootstrap import bootstrap
+from services.platform.envelope import EventRegistry, decode
+from services.platform.identity import Role
+from services.platform.kafka import KafkaEventLog
+from tests.support.live import LiveContext
+from tests.support.polling import eventually
+
+# Monday 2 March 2026, 10:00 in Beijing: a working morning of the cn-gov calendar.
+BASE = datetime(2026, 3, 2, 2, 0, tzinfo=UTC)
+REGISTRY = EventRegistry.of(ev)
+A = pb.ApprovalStatus
+APPROVE, REJECT, INFO = ev.DECISION_APPROVE, ev.DECISION_REJECT, ev.DECISION_REQUEST_INFO
+
+
+class LiveApprovals(LiveContext):
+    """The approvals service in this process on the session's broker, as its own Kafka principal."""
+
+    def __init__(self, kafka_broker: Any) -> None:
+        super().__init__(kafka_broker, "approvals", bootstrap, service_pb2_grpc.ApprovalsServiceStub, BASE)
+
+    def started(self) -> None:
+        self.process.service.activate_first()  # as main does
+
+    @property
+    def service(self) -> service_pb2_grpc.ApprovalsServiceStub:
+        return self.stub(Role.SERVICE, "tickets")
+
+    def lead(self) -> service_pb2_grpc.ApprovalsServiceStub:
+        return self.stub(Role.AGENT, "lead-1", titles=["team_lead"])
+
+    def department(self, code: str, subject: str = "", *titles: str) -> service_pb2_grpc.ApprovalsServiceStub:
+        return self.stub(Role.DEPARTMENT, subject or f"{code}-1", department=code, titles=list(titles))
+
+    def request(self, kind: str = "refund", amount: int = 2_000_000, **fields: Any) -> pb.ApprovalView:
+        request = pb.RequestApprovalRequest(
+            request_id=fields.pop("request_id", uuid.uuid4().hex),
+            ticket_id=f"t-{self.run}",
+            kind=kind,
+            amount=types_pb2.Money(minor_units=amount, currency="CNY"),
+            justification="a goodwill refund",
+            ticket_type="complaint",
+            **fields,
+        )
+        return self.service.RequestApproval(request).approval
+
+    def decide(
+        self,
+        stub: service_pb2_grpc.ApprovalsServiceStub,
+        approval: pb.ApprovalView,
+        step: int,
+        decision: int = APPROVE,
+        **fields: Any,
+    ) -> pb.ApprovalView:
+        request = pb.DecideRequest(
+            request_id=fields.pop("request_id", uuid.uuid4().hex),
+            approval_id=approval.approval_id,
+            step_index=step,
+            decision=decision,
+            comment=fields.pop("comment", "fine"),
+        )
+        return stub.Decide(request).approval
+
+    def events(self, approval_id: str) -> list[Any]:
+        reader = KafkaEventLog(
+            self.broker.kafka, "approvals.events.v1", None, f"reader-{uuid.uuid4().hex[:6]}"
+        )
+        return [
+            decode(r.value, r.headers, REGISTRY) for r in reader.replay({}) if r.key == approval_id.encode()
+        ]
+
+    def get(self, approval_id: str) -> pb.ApprovalView:
+        return (
+            self.stub(Role.SUPERVISOR, "sup-1")
+            .GetRequest(pb.GetRequestRequest(approval_id=approval_id))
+            .approval
+        )
+
+
+@pytest.fixture(scope="module")
+def live(kafka_broker) -> Iterator[LiveApprovals]:
+    center = LiveApprovals(kafka_broker)
+    yield center
+    center.close()
+
+
+def types_of(live: LiveApprovals, approval_id: str) -> Counter:
+    return Counter(e.event_type for e in live.events(approval_id))
+
+
+def test_a_refund_approved_through_a_three_step_chain(live: LiveApprovals) -> None:
+    approval = live.request(amount=2_000_000)  # 20,000 CNY: team lead, finance, legal
+    assert (approval.rule, approval.policy_version, approval.status) == (
+        "refund-large",
+        1,
+        A.APPROVAL_STATUS_PENDING,
+    )
+    live.decide(live.lead(), approval, 0)
+    live.decide(live.department("finance"), approval, 1)
+    done = live.decide(live.department("legal"), approval, 2)
+    assert done.status == A.APPROVAL_STATUS_GRANTED
+    assert [(t.department, t.approver_id, t.decision) for t in done.trail] == [
+        ("center", "lead-1", APPROVE),
+        ("finance", "finance-1", APPROVE),
+        ("legal", "legal-1", APPROVE),
+    ]
+    types = eventually(
+        lambda: types_of(live, approval.approval_id),
+        lambda t: t["ApprovalGranted"] == 1,
+        "the grant on the log",
+    )
+    assert types == Counter(
+        ApprovalRequested=1,
+        ApprovalStepOpened=3,
+        ApprovalDecided=3,
+        ApprovalStepCompleted=3,
+        ApprovalGranted=1,
+    )
+
+
+def test_a_parallel_step_with_a_2_of_3_quorum(live: LiveApprovals) -> None:
+    approval = live.request(kind="contract_change", amount=0)
+    assert live.decide(live.department("finance"), approval, 0).status == A.APPROVAL_STATUS_PENDING
+    done = live.decide(live.department("legal"), approval, 0)
+    assert done.status == A.APPROVAL_STATUS_GRANTED
+    assert (done.steps[0].approvals, done.steps[0].approvals_needed) == (2, 2)
+    duty = live.stub(Role.SUPERVISOR, "duty-1", titles=["duty_manager"])
+    with pytest.raises(grpc.RpcError) as refused:
+        live.decide(duty, approval, 0)
+    assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "is granted" in refused.value.details()
+
+
+def test_a_step_that_runs_out_escalates_to_its_backup_who_decides_it_alone(live: LiveApprovals) -> None:
+    approval = live.request(amount=500_000)  # 5,000 CNY: team lead, then finance (backup: its director)
+    opened = live.decide(live.lead(), approval, 0)
+    deadline = opened.steps[1].deadline.ToDatetime(tzinfo=UTC)
+    live.clock.skip_to(deadline + timedelta(minutes=1))
+    escalated = eventually(
+        lambda: live.get(approval.approval_id), lambda a: a.steps[1].escalated, "escalated"
+    )
+    assert [(d.department, d.role) for d in escalated.steps[1].deciders] == [("finance", "director")]
+    with pytest.raises(grpc.RpcError) as refused:
+        live.decide(live.department("finance"), approval, 1)
+    assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    done = live.decide(live.department("finance", "fin-dir", "director"), approval, 1)
+    assert done.status == A.APPROVAL_STATUS_GRANTED
+
+
+def test_a_step_without_a_backup_expires(live: LiveApprovals) -> None:
+    approval = live.request(amount=2_000_000)
+    live.decide(live.lead(), approval, 0)
+    opened = live.decide(live.department("finance"), approval, 1)
+    live.clock.skip_to(opened.steps[2].deadline.ToDatetime(tzinfo=UTC) + timedelta(minutes=1))
+    expired = eventually(
+        lambda: live.get(approval.approval_id), lambda a: a.status == A.APPROVAL_STATUS_EXPIRED, "expired"
+    )
+    assert expired.ended_at.ToDatetime(tzinfo=UTC) >= opened.steps[2].deadline.ToDatetime(tzinfo=UTC)
+
+
+def test_more_information_asked_and_given(live: LiveApprovals) -> None:
+    approval = live.request(amount=80_000)
+    asked = live.decide(live.lead(), approval, 0, INFO, comment="which order is it?")
+    assert asked.steps[0].status == pb.STEP_STATUS_AWAITING_INFORMATION
+    answer = pb.ProvideInformationRequest(
+        request_id=uuid.uuid4().hex, approval_id=approval.approval_id, answer="1234"
+    )
+    with pytest.raises(grpc.RpcError) as refused:
+        live.stub(Role.AGENT, "agent-9").ProvideInformation(answer)
+    assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    given = live.service.ProvideInformation(answer).approval
+    assert given.steps[0].status == pb.STEP_STATUS_OPEN
+    assert live.decide(live.lead(), approval, 0).status == A.APPROVAL_STATUS_GRANTED
+
+
+def test_a_department_trying_to_decide_another_departments_step_is_refused_and_nothing_is_written(
+    live: LiveApprovals,
+) -> None:
+    approval = live.request(amount=500_000)
+    live.decide(live.lead(), approval, 0)
+    before = live.get(approval.approval_id).version
+    for stub in (live.department("housing"), live.department("legal")):
+        with pytest.raises(grpc.RpcError) as refused:
+            live.decide(stub, approval, 1)
+        assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert "is for finance" in refused.value.details()
+    with pytest.raises(grpc.RpcError) as hidden:
+        live.department("housing").GetRequest(pb.GetRequestRequest(approval_id=approval.approval_id))
+    assert hidden.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert live.get(approval.approval_id).version == before
+    assert types_of(live, approval.approval_id)["ApprovalDecided"] == 1
+
+
+def test_the_service_restarted_mid_flow_loses_and_doubles_nothing(live: LiveApprovals) -> None:
+    approval = live.request(amount=2_000_000, request_id=f"restart-{live.run}")
+    live.decide(live.lead(), approval, 0, request_id=f"lead-{live.run}")
+    live.restart()
+    again = live.request(amount=2_000_000, request_id=f"restart-{live.run}")
+    assert (
+        again.approval_id == approval.approval_id and again.version == live.get(approval.approval_id).version
+    )
+    live.decide(live.lead(), approval, 0, request_id=f"lead-{live.run}")  # a retry: the same answer
+    live.decide(live.department("finance"), approval, 1)
+    live.restart()
+    done = live.decide(live.department("legal"), approval, 2)
+    assert done.status == A.APPROVAL_STATUS_GRANTED
+    types = types_of(live, approval.approval_id)
+    assert types == Counter(
+        ApprovalRequested=1,
+        ApprovalStepOpened=3,
+        ApprovalDecided=3,
+        ApprovalStepCompleted=3,
+        ApprovalGranted=1,
+    )
+    events = live.events(approval.approval_id)
+    assert len({e.event_id for e in events}) == len(events)
