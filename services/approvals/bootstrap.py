@@ -17,9 +17,12 @@ from services.approvals.handlers import (
     registry,
 )
 from services.approvals.policies import ApprovalPolicy, load_policies
+from services.approvals.publisher import publish
 from services.platform.process import Adapters, Context, open_store, reactions, registration
 from services.platform.settings import Settings
 from services.platform.timers import schedule_deadlines
+
+PUBLISHER_GROUP = "approvals-publisher"
 
 
 def bootstrap(
@@ -37,6 +40,11 @@ def bootstrap(
         store,
         approvals,
         servicers=[registration(service_pb2_grpc, service_pb2, ApprovalsServicer(approvals))],
-        runners=[reactions(settings, adapters, "approvals", REACTS_TO, store, approvals.react)],
+        runners=[
+            reactions(settings, adapters, "approvals", REACTS_TO, store, approvals.react),
+            reactions(
+                settings, adapters, "approvals", (EVENTS_TOPIC,), store, publish, group=PUBLISHER_GROUP
+            ),
+        ],
         schedulers=[schedule_deadlines(store, {KIND: approvals.on_deadline}, adapters.clock)],
     )

@@ -459,11 +459,15 @@ def on_deadline(
                 to_department=step.escalate_to.department,
                 new_deadline=ts(new_deadline),
                 to=_decider_message(step.escalate_to),
+                missed_deadline=ts(step.deadline_at),
             )
         ]
     return [
         ev.ApprovalExpired(
-            approval_id=request.approval_id, ticket_id=request.ticket_id, step_index=step.index
+            approval_id=request.approval_id,
+            ticket_id=request.ticket_id,
+            step_index=step.index,
+            missed_deadline=ts(step.deadline_at),
         )
     ]
 

@@ -1,56 +1,36 @@
-"""The publisher: tickets' domain events mapped, one by one and explicitly, to public workflow events.
+"""The tickets' publisher: their domain events mapped, one by one and explicitly, to public events
+(``services.platform.publishing`` runs it, exactly once).
 
-A reaction over the tickets' own topic, exactly once like any other: what it publishes and the
-offsets it consumed commit in one transaction. ``workflow.public.v1`` gets what anyone may know
-(ids, departments, types, deadlines, outcomes; no free text, nobody's identity); a department's
-``dept.<code>.inbox.v1`` gets what that department must act on, with the ticket's summary and the
-dispatch's instructions. Events the mapping does not name are not published: an internal event never
-leaves as it is. ``docs/events.md`` is the subscribers' guide.
+``workflow.public.v1`` gets what anyone may know (ids, departments, types, deadlines, outcomes; no
+free text, nobody's identity); a department's ``dept.<code>.inbox.v1`` gets what that department
+must act on, with the ticket's summary and the dispatch's instructions.
 """
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 
 from callcenter.tickets.v1 import events_pb2 as ev
 from callcenter.workflow.v1 import events_pb2 as wf
 from google.protobuf.message import Message
 
+from services.platform import publishing
 from services.platform.envelope import Envelope
 from services.platform.eventstore import Transaction
+from services.platform.publishing import PUBLIC_TOPIC
 from services.platform.topics import inbox_topic
 from services.tickets import clocks
-
-PUBLIC_TOPIC = "workflow.public.v1"
-# The namespace of published event ids (derived from the domain event's id and the topic): never change it.
-PUBLISHED_IDS = uuid.UUID("3c8b1f27-94d6-4e0a-b5a2-6d1e8f9c0b47")
 
 _ROLES = {ev.DISPATCH_ROLE_LEAD: "lead", ev.DISPATCH_ROLE_ASSISTING: "assisting"}
 
 
 def publications(envelope: Envelope) -> Iterator[tuple[str, wf.WorkflowEvent]]:
     """(topic, message) for each public event this domain event maps to; none for most."""
-    event = envelope.payload
-    for topic, field, payload in _mapped(event):
-        message = wf.WorkflowEvent(
-            event_id=str(uuid.uuid5(PUBLISHED_IDS, f"{envelope.event_id}/{topic}")),
-            occurred_at=clocks.ts(envelope.occurred_at),
-            correlation_id=envelope.correlation_id,
-            subject_id=envelope.aggregate_id,
-        )
-        getattr(message, field).CopyFrom(payload)
-        yield topic, message
+    return publishing.publications(envelope, _mapped)
 
 
-def publish(envelope: Envelope, tx: Transaction) -> None:
-    """The publisher's handler: its public events go out in the unit that consumes the domain event."""
-    for topic, message in publications(envelope):
-        tx.publish(topic, envelope.aggregate_id.encode(), message.SerializeToString())
-
-
-def _mapped(event: Message) -> Iterator[tuple[str, str, Message]]:
-    public, inbox = PUBLIC_TOPIC, inbox_topic
+def _mapped(envelope: Envelope, _tx: Transaction | None = None) -> Iterator[tuple[str, str, Message]]:
+    public, inbox, event = PUBLIC_TOPIC, inbox_topic, envelope.payload
     match event:
         case ev.TicketDispatched():
             work = wf.WorkDispatched(
@@ -123,6 +103,10 @@ def _mapped(event: Message) -> Iterator[tuple[str, str, Message]]:
             yield public, "follow_up_result", result
             if event.department:
                 yield inbox(event.department), "follow_up_result", result
+
+
+# The publisher's handler: its public events go out in the unit that consumes the domain event.
+publish = publishing.publisher(_mapped)
 
 
 def _dispatch_fields(event: Message) -> dict[str, str]:

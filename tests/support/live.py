@@ -10,6 +10,8 @@ from datetime import datetime
 from typing import Any
 
 import grpc
+from callcenter.workflow.v1 import events_pb2 as wf
+from confluent_kafka import Consumer, TopicPartition
 
 from services.platform.identity import Role
 from services.platform.process import Adapters, Context, ServiceProcess, kafka_adapters, serve_context
@@ -72,3 +74,39 @@ class LiveContext:
         if key not in self.channels:
             self.channels[key] = secure_channel(self.address, role, subject, **scopes)
         return self._stub_class(self.channels[key])
+
+
+def read_topic(config: dict[str, Any], topic: str) -> list[wf.WorkflowEvent]:
+    """Every committed public event of a topic, from the start, with a plain confluent-kafka consumer."""
+    return [wf.WorkflowEvent.FromString(record.value()) for record in read_records(config, topic)]
+
+
+def read_records(config: dict[str, Any], topic: str) -> list[Any]:
+    """Every committed record of a topic, from the start, as confluent-kafka gives them."""
+    consumer = Consumer(
+        {
+            **config,
+            "group.id": f"reader-{uuid.uuid4().hex}",
+            "isolation.level": "read_committed",
+            "enable.auto.commit": False,
+        }
+    )
+    try:
+        metadata = consumer.list_topics(topic, timeout=10)
+        partitions = [TopicPartition(topic, p, 0) for p in metadata.topics[topic].partitions]
+        ends = {p.partition: consumer.get_watermark_offsets(p, timeout=10)[1] for p in partitions}
+        consumer.assign(partitions)
+        messages: list[Any] = []
+        remaining = {p for p, end in ends.items() if end > 0}
+        while remaining:
+            record = consumer.poll(5)
+            if record is None:
+                break
+            if record.error():
+                raise AssertionError(str(record.error()))
+            messages.append(record)
+            if record.offset() + 1 >= ends[record.partition()]:
+                remaining.discard(record.partition())
+        return messages
+    finally:
+        consumer.close()

@@ -22,7 +22,7 @@ from services.approvals.bootstrap import bootstrap
 from services.platform.envelope import EventRegistry, decode
 from services.platform.identity import Role
 from services.platform.kafka import KafkaEventLog
-from tests.support.live import LiveContext
+from tests.support.live import LiveContext, read_topic
 from tests.support.polling import eventually
 
 # Monday 2 March 2026, 10:00 in Beijing: a working morning of the cn-gov calendar.
@@ -87,6 +87,16 @@ class LiveApprovals(LiveContext):
         return [
             decode(r.value, r.headers, REGISTRY) for r in reader.replay({}) if r.key == approval_id.encode()
         ]
+
+    def published(self, topic: str, approval_id: str, expect: int) -> list[Any]:
+        """The public events of one request on a topic, once ``expect`` of them arrived."""
+        return eventually(
+            lambda: [
+                m for m in read_topic(self.broker.client_config(), topic) if m.subject_id == approval_id
+            ],
+            lambda found: len(found) >= expect,
+            f"{expect} events of {approval_id} on {topic}",
+        )
 
     def get(self, approval_id: str) -> pb.ApprovalView:
         return (

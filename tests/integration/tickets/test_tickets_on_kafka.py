@@ -21,7 +21,7 @@ from callcenter.tickets.v1 import events_pb2 as ev
 from callcenter.tickets.v1 import service_pb2 as pb
 from callcenter.tickets.v1 import service_pb2_grpc
 from callcenter.workflow.v1 import events_pb2 as wf
-from confluent_kafka import Consumer, KafkaError, TopicPartition
+from confluent_kafka import Consumer, KafkaError
 
 from services.platform.envelope import Cause, EventRegistry, decode, encode, make_envelope
 from services.platform.eventstore import OutgoingRecord
@@ -29,7 +29,7 @@ from services.platform.identity import Role
 from services.platform.kafka import KafkaEventLog
 from services.tickets.bootstrap import bootstrap
 from services.tickets.publisher import PUBLIC_TOPIC
-from tests.support.live import LiveContext
+from tests.support.live import LiveContext, read_records, read_topic
 from tests.support.polling import eventually
 
 T = TypeVar("T")
@@ -135,42 +135,6 @@ class LiveTickets(LiveContext):
             lambda found: len(found) >= expect,
             f"{expect} events of {ticket_id} on {topic}",
         )
-
-
-def read_topic(config: dict[str, Any], topic: str) -> list[wf.WorkflowEvent]:
-    """Every committed public event of a topic, from the start, with a plain confluent-kafka consumer."""
-    return [wf.WorkflowEvent.FromString(record.value()) for record in read_records(config, topic)]
-
-
-def read_records(config: dict[str, Any], topic: str) -> list[Any]:
-    """Every committed record of a topic, from the start, as confluent-kafka gives them."""
-    consumer = Consumer(
-        {
-            **config,
-            "group.id": f"reader-{uuid.uuid4().hex}",
-            "isolation.level": "read_committed",
-            "enable.auto.commit": False,
-        }
-    )
-    try:
-        metadata = consumer.list_topics(topic, timeout=10)
-        partitions = [TopicPartition(topic, p, 0) for p in metadata.topics[topic].partitions]
-        ends = {p.partition: consumer.get_watermark_offsets(p, timeout=10)[1] for p in partitions}
-        consumer.assign(partitions)
-        messages: list[Any] = []
-        remaining = {p for p, end in ends.items() if end > 0}
-        while remaining:
-            record = consumer.poll(5)
-            if record is None:
-                break
-            if record.error():
-                raise AssertionError(str(record.error()))
-            messages.append(record)
-            if record.offset() + 1 >= ends[record.partition()]:
-                remaining.discard(record.partition())
-        return messages
-    finally:
-        consumer.close()
 
 
 @pytest.fixture(scope="module")
