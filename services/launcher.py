@@ -69,6 +69,7 @@ SERVICES = (
     LocalService("agents", "services.agents.main", 50053),
     LocalService("kpi", "services.kpi.main", 50054),
     LocalService("tickets", "services.tickets.main", 50055),
+    LocalService("approvals", "services.approvals.main", 50056),
 )
 
 

@@ -94,7 +94,14 @@ def _health(port: int) -> int:
         return health_pb2_grpc.HealthStub(channel).Check(request, timeout=10, wait_for_ready=True).status
 
 
-SERVICES = ["services.intake.main", "services.routing.main", "services.agents.main", "services.kpi.main"]
+SERVICES = [
+    "services.intake.main",
+    "services.routing.main",
+    "services.agents.main",
+    "services.kpi.main",
+    "services.tickets.main",
+    "services.approvals.main",
+]
 
 
 @pytest.mark.parametrize("module", SERVICES)
