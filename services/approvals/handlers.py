@@ -10,6 +10,7 @@ version loaded is activated so that the choice is on the record, never implied b
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
@@ -24,6 +25,7 @@ from services.approvals import domain
 from services.approvals.domain import ApprovalRequest, Delegation, Requester
 from services.approvals.policies import ApprovalPolicy
 from services.platform.codec import dataclass_codec
+from services.platform.consumer import TransientError
 from services.platform.envelope import Cause, Envelope, EventRegistry
 from services.platform.errors import (
     DomainError,
@@ -35,6 +37,8 @@ from services.platform.errors import (
 from services.platform.eventstore import AggregateKind, Deadline, EventStore, Loaded, Transaction
 from services.platform.requests import Request
 from services.platform.timestamps import dt
+
+log = logging.getLogger(__name__)
 
 KIND = domain.KIND
 POLICY = "ApprovalPolicy"
@@ -294,6 +298,9 @@ class ApprovalsService:
         if envelope.event_type != "TicketApprovalRequested":
             return
         event = envelope.payload
+        if not self.policy_state().active_version:
+            # Only at the first start, before the first version is activated: the request waits for it.
+            raise TransientError(f"no version of policy {self.policy_id} is active yet")
         policy = self.active_policy()
         command = domain.RequestApproval(
             approval_id=event.approval_id,
@@ -328,8 +335,9 @@ class ApprovalsService:
                 lambda loaded: [] if loaded.exists else [rejected],
                 Cause.event(envelope),
             )
-        except DomainError:
-            return  # requested already (a redelivery under another event id): nothing to do
+        except DomainError as refused:
+            # Requested already (a redelivery under another event id): nothing to do.
+            log.info("approval %s of ticket %s not opened: %s", event.approval_id, event.ticket_id, refused)
 
 
 def _same_chain(old: ApprovalPolicy, old_rule: str, new: ApprovalPolicy, new_rule: str) -> bool:

@@ -212,6 +212,7 @@ class TicketsServicer(service_pb2_grpc.TicketsServiceServicer):
             kind=request.kind,
             amount=request.amount if request.HasField("amount") else None,
             justification=request.justification,
+            customer_tier=request.customer_tier,
         )
         return pb.RequestApprovalResponse(
             ticket=self._run(request, context, command), approval_id=approval_id

@@ -30,10 +30,12 @@ class LiveContext:
         bootstrap: Callable[[Settings, Adapters], Context[Any]],
         stub_class: type,
         base: datetime,
+        clock: SteppedClock | None = None,
     ) -> None:
+        """``clock``: another live context's, for two services on one time."""
         self.broker = kafka_broker
         self.run = uuid.uuid4().hex[:6]
-        self.clock = SteppedClock(base)
+        self.clock = clock or SteppedClock(base)
         self.settings = Settings(
             service_name=name,
             kafka=kafka_broker.kafka_as(name),

@@ -139,6 +139,7 @@ class RequestApproval(Command):
     kind: str = ""
     amount: types_pb2.Money | None = None
     justification: str = ""
+    customer_tier: str = ""
 
 
 @dataclass(frozen=True)

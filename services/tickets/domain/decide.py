@@ -301,6 +301,8 @@ def _decide(ticket: Ticket, command: Command, rules: Rules) -> list[Message]:
                     amount=command.amount,
                     justification=command.justification,
                     requested_by=by,
+                    customer_tier=command.customer_tier or "standard",
+                    ticket_type=ticket.type,
                 ),
                 *pause_ticket_clocks(ticket, "waiting_for_approval", now, rules),
             ]

@@ -243,3 +243,65 @@ def test_the_service_restarted_mid_flow_loses_and_doubles_nothing(live: LiveAppr
     )
     events = live.events(approval.approval_id)
     assert len({e.event_id for e in events}) == len(events)
+
+
+def test_a_tickets_refund_goes_through_approvals_and_its_grant_lets_the_ticket_go_on(
+    live: LiveApprovals, kafka_broker
+) -> None:
+    from callcenter.tickets.v1 import events_pb2 as tickets_ev
+    from callcenter.tickets.v1 import service_pb2 as tickets_pb
+    from callcenter.tickets.v1 import service_pb2_grpc as tickets_grpc
+
+    from services.tickets.bootstrap import bootstrap as tickets_bootstrap
+
+    tickets = LiveContext(
+        kafka_broker, "tickets", tickets_bootstrap, tickets_grpc.TicketsServiceStub, BASE, clock=live.clock
+    )
+    try:
+        desk = tickets.stub(Role.AGENT, "agent-7")
+        created = desk.CreateTicket(
+            tickets_pb.CreateTicketRequest(
+                request_id=uuid.uuid4().hex,
+                type=tickets_ev.TICKET_TYPE_COMPLAINT,
+                priority=3,
+                summary="Charged twice for water",
+                category="water.billing",
+                customer=types_pb2.PartyReference(hash="cd" * 32, masked="*******1234"),
+            )
+        ).ticket
+        asked = desk.RequestApproval(
+            tickets_pb.RequestApprovalRequest(
+                request_id=uuid.uuid4().hex,
+                ticket_id=created.ticket_id,
+                kind="refund",
+                amount=types_pb2.Money(minor_units=300_000, currency="CNY"),
+                justification="charged twice",
+                customer_tier="gold",
+            )
+        )
+        assert asked.ticket.status == tickets_pb.TICKET_STATUS_WAITING_FOR_APPROVAL
+        opened = eventually(
+            lambda: live.get(asked.approval_id),
+            lambda a: a.status == A.APPROVAL_STATUS_PENDING,
+            "the request opened",
+            not_yet=lambda error: (
+                isinstance(error, grpc.RpcError) and error.code() == grpc.StatusCode.NOT_FOUND
+            ),
+        )
+        assert (opened.rule, opened.ticket_id, opened.customer_tier, opened.ticket_type) == (
+            "refund-medium",
+            created.ticket_id,
+            "gold",
+            "complaint",
+        )
+        live.decide(live.lead(), opened, 0)
+        assert live.decide(live.department("finance"), opened, 1).status == A.APPROVAL_STATUS_GRANTED
+        supervisor = tickets.stub(Role.SUPERVISOR, "sup-1")
+        after = eventually(
+            lambda: supervisor.GetTicket(tickets_pb.GetTicketRequest(ticket_id=created.ticket_id)).ticket,
+            lambda t: not t.pending_approval_id,
+            "the ticket concluded its wait",
+        )
+        assert after.status != tickets_pb.TICKET_STATUS_WAITING_FOR_APPROVAL
+    finally:
+        tickets.close()
