@@ -3,10 +3,14 @@
     python load-tests/simulate.py --minutes 3 --seed 7            # services already running
     python load-tests/simulate.py --start-services --minutes 5    # what `make demo` runs
 
-The scenario is seeded: the same seed asks the system the same questions in the same order. At the
-end it prints the outcome tally and each service's memory, and writes every contact's ground truth
-to ``--truth`` (JSON lines) for comparison with the KPIs, and the run's intraday KPIs from the KPI
-service to ``--report`` (HTML: per queue, per minute, or per 15 minutes for runs over two hours).
+The scenario is seeded: the same seed asks the system the same questions in the same order. Next to
+the contacts it plays the back office: wrap-ups that open tickets, the center dispatching them to the
+departments of the catalogue, each department accepting, returning, asking for more time and
+completing, and the follow-up calls (``--no-back-office`` leaves the tickets service alone). At the
+end it prints the outcome tally and each service's memory, and writes the ground truth of every
+contact, desk and ticket (its dispatches and follow-ups) to ``--truth`` (JSON lines) for comparison
+with the KPIs, and the run's intraday KPIs from the KPI service to ``--report`` (HTML: per queue, per
+minute, or per 15 minutes for runs over two hours).
 """
 
 from __future__ import annotations
@@ -42,6 +46,9 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=2.0, help="arrivals per second at the peak hour")
     parser.add_argument("--agents", type=int, default=24)
     parser.add_argument("--start-services", action="store_true", help="start the local services for the run")
+    parser.add_argument(
+        "--no-back-office", action="store_true", help="no tickets: wrap-ups ask for none, no department acts"
+    )
     parser.add_argument("--no-view", action="store_true", help="no live wallboard, just the summary")
     parser.add_argument("--truth", type=Path, default=DEFAULT_DATA_DIR / "simulator" / "truth.jsonl")
     parser.add_argument("--report", type=Path, default=DEFAULT_DATA_DIR / "simulator" / "report.html")
@@ -79,7 +86,12 @@ def main() -> int:
             return 1
     addresses = launcher.addresses()
     endpoints = Endpoints(
-        addresses["intake"], addresses["routing"], addresses["agents"], Settings().kafka, kpi=addresses["kpi"]
+        addresses["intake"],
+        addresses["routing"],
+        addresses["agents"],
+        Settings().kafka,
+        kpi=addresses["kpi"],
+        tickets="" if args.no_back_office else addresses["tickets"],
     )
     memory = MemoryWatch({item.service.name: item.process.pid for item in running})
     sim = Simulation(scenario, endpoints)
@@ -104,7 +116,12 @@ def main() -> int:
         if running:
             launcher.stop_all(running)
     console.print(final)
-    console.print(f"ground truth of {len(sim.contacts)} contacts in {args.truth}")
+    tickets = sim.backoffice.truth() if sim.backoffice is not None else []
+    dispatches = sum(len(ticket["dispatches"]) for ticket in tickets)
+    console.print(
+        f"ground truth of {len(sim.contacts)} contacts, {len(tickets)} tickets and {dispatches} dispatches "
+        f"in {args.truth}"
+    )
     if report:
         console.print(f"intraday KPIs of the run in {args.report}")
     return 0

@@ -53,6 +53,15 @@ def caller_token(method: str, request: Any) -> str:
     return _cached_token(role, "", "")
 
 
+def department_caller(code: str) -> Any:
+    """A chooser for ``CallerChannel`` whose every call is made by one department (its own token)."""
+
+    def choose(_method: str, _request: Any) -> str:
+        return _cached_token(Role.DEPARTMENT, f"dept-{code}", code)
+
+    return choose
+
+
 @functools.lru_cache(maxsize=4096)
 def _cached_token(role: Role, subject: str, department: str) -> str:
     return local_issuer().for_role(role, subject, **({"department": department} if department else {}))

@@ -7,7 +7,8 @@ channel would; routing.events.v1 tells of overflows). All simulation state lives
 thread; gRPC calls run on a pool and post their outcome back to the loop. The ground truth is kept
 for comparison with the KPIs: each contact's queue visits (when queued, answered, ended, wrapped
 up, and how each ended) and each desk's timeline of states and its offers' outcomes, stamped when
-the simulator acts or hears of it.
+the simulator acts or hears of it. Given the tickets service, its back office (backoffice.py) plays
+the center's ticket desk and the departments on the same loop.
 """
 
 from __future__ import annotations
@@ -43,7 +44,9 @@ from google.protobuf.duration_pb2 import Duration
 
 from services.platform.envelope import EventRegistry, PoisonEvent, decode
 from services.platform.kafka import consumer_config
-from services.platform.settings import KafkaSettings
+from services.platform.settings import KafkaSettings, TicketsSettings
+from services.tickets.policies import load_rules
+from simulator.backoffice import Backoffice
 from simulator.callers import CallerChannel
 from simulator.scenario import AgentPlan, Caller, Habits, Scenario, agent_plans, callers
 
@@ -76,6 +79,7 @@ class Endpoints:
     agents: str
     kafka: KafkaSettings
     kpi: str = ""  # the KPI service, for the wallboard and the report; none when empty
+    tickets: str = ""  # the tickets service, for the back office; none (no tickets asked) when empty
 
 
 @dataclass
@@ -244,6 +248,10 @@ class Simulation:
         if endpoints.kpi:
             self._channels.append(CallerChannel(endpoints.kpi))
             self.kpis = kpi_grpc.KpiServiceStub(self._channels[-1])
+        self.backoffice: Backoffice | None = None
+        if endpoints.tickets:
+            catalogue = load_rules(TicketsSettings().config_dir, TicketsSettings().calendars_dir).catalogue
+            self.backoffice = Backoffice(self, endpoints.tickets, list(catalogue.departments))
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sim-grpc")
         self._inbox: queue.Queue[Callable[[], None]] = queue.Queue()
         self._timers: list[tuple[float, int, Callable[[], None]]] = []
@@ -415,6 +423,8 @@ class Simulation:
         self._started = time.monotonic()
         self._arrivals = callers(self.scenario)
         self._schedule_next_arrival()
+        if self.backoffice is not None:
+            self.backoffice.start()
 
     def _upsert_queue(self, plan: Any) -> None:
         s = self.scenario
@@ -469,7 +479,7 @@ class Simulation:
             if not ending and now >= self.scenario.duration_s:
                 ending = True
                 end_by = now + drain_s
-            if ending and (now >= end_by or not self._open_contacts()):
+            if ending and (now >= end_by or not (self._open_contacts() or self._back_office_busy())):
                 break
             self._run_due(now)
             if on_tick is not None and now >= next_tick:
@@ -493,11 +503,16 @@ class Simulation:
             _, _, action = heapq.heappop(self._timers)
             action()
 
+    def _back_office_busy(self) -> bool:
+        return self.backoffice is not None and self.backoffice.busy()
+
     def _open_contacts(self) -> list[Contact]:
         return [c for c in self.contacts.values() if c.outcome not in FINAL]
 
     def teardown(self, timeout_s: float = 30.0) -> None:
         """The day ends: callers still on the line hang up, agents log out, the channel closes."""
+        if self.backoffice is not None:
+            self.backoffice.stop()  # what it has sent is answered below; it starts nothing more
         for contact in self._open_contacts():
             if contact.phase in ("talking", "answering"):
                 self._end(contact, END.CONTACT_END_REASON_AGENT, "answered")
@@ -543,6 +558,8 @@ class Simulation:
         self._pool.shutdown(wait=True)
         for channel in self._channels:
             channel.close()
+        if self.backoffice is not None:
+            self.backoffice.close()
 
     def _settle_calls(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
@@ -559,6 +576,8 @@ class Simulation:
                 out.write(json.dumps(contact.truth()) + "\n")
             for agent in self.agents.values():
                 out.write(json.dumps(agent.truth()) + "\n")
+            for ticket in self.backoffice.truth() if self.backoffice is not None else ():
+                out.write(json.dumps(ticket) + "\n")
 
     # Callers ------------------------------------------------------------------------------------
 
@@ -841,6 +860,21 @@ class Simulation:
             contact_id=contact_id,
             disposition_code="resolved",
         )
+        contact = self.contacts[contact_id]
+        # With a back office, the agent records the caller's outcome and, on the contact's last
+        # visit, asks for the ticket the caller needs (a transfer's first agent leaves it to the next).
+        plan = contact.caller.ticket if self.backoffice is not None and visit is contact.visit else None
+        if self.backoffice is not None:
+            request.disposition_code = contact.caller.disposition
+        if plan is not None:
+            request.ticket.CopyFrom(
+                agent_ev.TicketRequest(
+                    ticket_type=plan.ticket_type,
+                    priority=plan.priority,
+                    summary=f"{contact.caller.disposition}: {plan.category}",
+                    category=plan.category,
+                )
+            )
 
         def retry(error: grpc.RpcError) -> bool:
             # The end of the contact may not have reached the agents service yet; past the last
@@ -851,6 +885,8 @@ class Simulation:
             return False
 
         def wrapped(_: object) -> None:
+            if plan is not None and self.backoffice is not None:
+                self.backoffice.expect(agent.agent_id, contact_id, contact.caller.index, plan)
             self._wrap_up_ended(agent, visit)
 
         self.call(self.desktops.CompleteWrapUp, request, then=wrapped, failed=retry)

@@ -32,6 +32,57 @@ class QueuePlan:
 
 
 @dataclass(frozen=True)
+class DispositionPlan:
+    """An outcome an agent records at wrap-up: its share of the wrap-ups, and the share of those that
+    ask for a ticket of this type in one of these catalogue categories."""
+
+    code: str
+    share: float
+    ticket_share: float = 0.0
+    ticket_type: str = "inquiry"
+    categories: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class BackOffice:
+    """The departments' and the center's habits with tickets, in real seconds (the SLA clocks run
+    on working days, so none of these comes near a deadline)."""
+
+    dispositions: tuple[DispositionPlan, ...] = (
+        DispositionPlan("resolved", 0.6, 0.05, "inquiry", ("it.account_access", "transport.taxi")),
+        DispositionPlan(
+            "complaint",
+            0.2,
+            0.8,
+            "complaint",
+            ("environment.noise", "transport.road_damage", "market.consumer_complaint", "water.billing"),
+        ),
+        DispositionPlan(
+            "service_request",
+            0.2,
+            0.7,
+            "service_request",
+            ("housing.repair", "water.outage", "billing.refund"),
+        ),
+    )
+    poll_s: float = 1.0  # how often the center and each department look at their work lists
+    dispatch_delay_s: tuple[float, float] = (0.5, 2.0)
+    accept_delay_s: tuple[float, float] = (0.5, 3.0)
+    work_s: tuple[float, float] = (2.0, 6.0)
+    review_delay_s: tuple[float, float] = (0.5, 2.0)
+    follow_up_delay_s: tuple[float, float] = (1.0, 4.0)
+    return_share: float = 0.12  # of first dispatches: "not ours", re-dispatched by the center
+    extension_share: float = 0.2
+    unresolved_share: float = 0.1  # completions that could not solve the issue
+    satisfaction: tuple[tuple[str, float], ...] = (
+        ("satisfied", 0.6),
+        ("basically_satisfied", 0.25),
+        ("dissatisfied", 0.15),
+    )
+    at_fault_share: float = 0.5  # of the dissatisfied: the department redoes its part (once)
+
+
+@dataclass(frozen=True)
 class Scenario:
     seed: int = 7
     duration_s: float = 180.0
@@ -83,6 +134,9 @@ class Scenario:
     short_abandon_s: float = 3.0
     service_level_s: float = 0.0  # T of each queue's service level (0: the KPIs' default)
     skills_per_agent: tuple[int, int] = (1, 2)
+    # Tickets from wrap-ups and their way through the departments (played when the simulator is
+    # given the tickets service).
+    back_office: BackOffice = BackOffice()
 
     def rate_at(self, t: float) -> float:
         """Arrivals per second at ``t`` seconds into the run (the profile, linear between hours)."""
@@ -114,6 +168,17 @@ class Caller:
     transfer_to: str
     hold: bool
     hangs_up_first: bool
+    disposition: str = "resolved"
+    ticket: TicketPlan | None = None
+
+
+@dataclass(frozen=True)
+class TicketPlan:
+    """The ticket an agent asks for at wrap-up."""
+
+    ticket_type: str
+    category: str
+    priority: int
 
 
 @dataclass(frozen=True)
@@ -199,7 +264,21 @@ def _caller(scenario: Scenario, index: int, at_s: float) -> Caller:
         transfer_to=rng.choice(others) if others and rng.random() < scenario.transfer_share else "",
         hold=rng.random() < scenario.hold_share,
         hangs_up_first=rng.random() < 0.5,
+        **_wrap_up_outcome(scenario, index),
     )
+
+
+def _wrap_up_outcome(scenario: Scenario, index: int) -> dict[str, object]:
+    # Its own generator, so the caller's other draws stay those of a scenario without tickets.
+    rng = random.Random(f"{scenario.seed}/disposition/{index}")
+    plans = scenario.back_office.dispositions
+    if not plans:
+        return {}
+    plan = rng.choices(plans, [p.share for p in plans])[0]
+    if not plan.categories or rng.random() >= plan.ticket_share:
+        return {"disposition": plan.code}
+    ticket = TicketPlan(plan.ticket_type, rng.choice(plan.categories), rng.randint(2, 4))
+    return {"disposition": plan.code, "ticket": ticket}
 
 
 def agent_plans(scenario: Scenario) -> list[AgentPlan]:

@@ -2,7 +2,8 @@
 
 Queue figures come from routing's GetQueueStatus and agent states from agents' ListAgents, the same
 APIs a supervisor's tool would use; the KPI table from the KPI service's Wallboard and StaffingAdvice
-(the numbers Grafana shows); outcomes are the simulator's own tally.
+(the numbers Grafana shows); the back office's tickets and each department's dispatches per state from
+tickets' ListTickets and ListDispatches; outcomes are the simulator's own tally.
 """
 
 from __future__ import annotations
@@ -82,6 +83,31 @@ def kpi_table(sim: Simulation) -> Table:
             str(staffing.agents_needed) if staffing else "-",
             str(staffing.agents_logged_in) if staffing else "-",
         )
+    return table
+
+
+DISPATCH_STATES = ("dispatched", "accepted", "returned", "completed", "withdrawn")
+
+
+def back_office_table(sim: Simulation) -> Table:
+    """The run's tickets by status and each department's dispatches by state, from the tickets service."""
+    assert sim.backoffice is not None
+    table = Table(title="back office (tickets service)", expand=True)
+    table.add_column("department")
+    for column in DISPATCH_STATES:
+        table.add_column(column, justify="right")
+    try:
+        tickets, departments = sim.backoffice.board()
+    except grpc.RpcError as error:
+        table.add_row(f"[red]{error.code().name}", *[""] * len(DISPATCH_STATES))
+        return table
+    for code, states in sorted(departments.items()):
+        table.add_row(code, *(str(states.get(state, 0)) for state in DISPATCH_STATES))
+    done = ("resolved", "closed", "merged")
+    open_now = sum(n for status, n in tickets.items() if status not in done)
+    table.caption = f"tickets: {open_now} open; " + ", ".join(
+        f"{status} {n}" for status, n in sorted(tickets.items())
+    )
     return table
 
 
@@ -166,6 +192,8 @@ def render(sim: Simulation, memory: MemoryWatch | None = None) -> Group:
     if sim.kpis is not None:
         parts.append(kpi_table(sim))
     parts.append(side_by_side)
+    if sim.backoffice is not None:
+        parts.append(back_office_table(sim))
     if memory is not None:
         memory.sample(elapsed)
         table = Table(title="service memory (RSS, MiB)", expand=True)
