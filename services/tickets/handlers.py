@@ -151,8 +151,11 @@ class TicketsService:
                 Cause.event(envelope),
             )
         except DomainError:
-            # The event came too late to matter (the ticket moved on): it decides nothing.
-            return
+            if isinstance(command, domain.ConcludeApproval):
+                return  # the outcome came after the ticket moved on: it decides nothing
+            # A wrap-up's ticket the domain refuses (its deadlines past the calendar's last day) must
+            # not vanish: the runner dead-letters the wrap-up with the reason, to be replayed once fixed.
+            raise
 
     def _command_for(self, envelope: Envelope) -> Command | None:
         event, now = envelope.payload, envelope.occurred_at
