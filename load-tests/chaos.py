@@ -5,11 +5,13 @@ facts the center recorded are checked against what happened (``faults/facts.py``
     python load-tests/chaos.py --fast             # the ones CI runs
     python load-tests/chaos.py --only broker-kill-under-load --only duplicate-requests
 
-The system is this run's own (``faults/system.py``): a broker, the ClickHouse stand-in and the four
+The system is this run's own (``faults/system.py``): a broker, the ClickHouse stand-in and the five
 services as processes on loopback ports of their own, under ``.data/chaos``. Its anchor is Kafka's
 transactions system test: messages copied through transactions while brokers and copiers are
 hard-bounced, then no duplicates and equal sets. Here the copiers are the services, the messages a
 simulated day of contacts, and the sets the facts of each contact at each place it is recorded.
+The tickets scenarios also play tickets (``faults/tickets.py``): created, dispatched to departments,
+accepted and completed, each fact checked on the tickets' topic, the public topic and the inboxes.
 The table gives, per scenario: facts expected, seen, lost, doubled, misrecorded, and the recovery.
 It exits 1 if any fact is lost, doubled or misrecorded, or a scenario failed to run.
 """
@@ -41,11 +43,22 @@ from callcenter.platform.v1 import service_pb2_grpc as operations_grpc
 from callcenter.routing.v1 import events_pb2 as routing_ev
 from callcenter.routing.v1 import service_pb2 as routing_pb
 from callcenter.routing.v1 import service_pb2_grpc as routing_grpc
+from callcenter.tickets.v1 import service_pb2 as tickets_pb
+from callcenter.tickets.v1 import service_pb2_grpc as tickets_grpc
 from confluent_kafka import KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient
 from faults.facts import Check, compare, kpi_visit_rows, read_logs
 from faults.observe import Tail
 from faults.system import NAMES, System
+from faults.tickets import (
+    Poison,
+    TicketDesk,
+    compare_tickets,
+    dead_letters,
+    read_tickets,
+    reasons,
+    write_poison,
+)
 from rich.console import Console
 from rich.table import Table
 from simulator.callers import CallerChannel
@@ -78,6 +91,9 @@ DAY = replace(
     ring_timeout_s=6.0,
 )
 RETRY_FOR_S = 120.0
+# The tickets scenarios: a few dozen tickets over a lighter day of calls, which goes on beside them.
+TICKETS = 36
+TICKETS_DAY = replace(DAY, duration_s=60.0, peak_arrivals_per_s=0.6)
 FAST_DAY_S = 30.0
 GRACE_S = GrpcSettings().grace_period_s  # what each service is given to stop on SIGTERM
 
@@ -96,6 +112,9 @@ class Run:
     wall_s: float = 0.0
     cpu_s: float = 0.0
     system_cpu: dict[str, float] = field(default_factory=dict)
+    # The tickets scenarios' desk and departments, and the poison records written meanwhile.
+    desk: TicketDesk | None = None
+    poisons: list[Poison] = field(default_factory=list)
 
     def say(self, text: str) -> None:
         self.recovery.append(text)
@@ -116,6 +135,8 @@ class Fault:
     after: Callable[[Run], None] | None = None
     # The generator's calls in flight at once (its threads): enough that it never holds a call back.
     workers: int = 32
+    # Ticket lifecycles played over the day alongside the calls (faults/tickets.py); 0: none.
+    tickets: int = 0
 
 
 @dataclass
@@ -137,7 +158,7 @@ def broker_kill(down_s: float) -> Callable[[Run], None]:
         killed_for = time.monotonic()
         ready = run.system.start_broker()
         run.say(f"broker back in {ready - killed_for:.1f} s (JVM start and log recovery)")
-        for name in ("routing", "agents", "intake", "kpi"):
+        for name in ("routing", "agents", "intake", "kpi", *(("tickets",) if run.desk else ())):
             after = run.tail.first_after(name, ready)
             run.say(f"{name} {_seconds(after)} after")
 
@@ -219,6 +240,39 @@ def poison(run: Run) -> None:
         serving = run.system.wait_serving(name)
         listed = _quarantined(run.system, name)
         run.say(f"{name} serving {serving - died:.1f} s after kill -9 with {listed} record(s) quarantined")
+
+
+def poison_tickets(run: Run) -> None:
+    """Records that are not events of ours where the tickets service consumes: agents' topic (its
+    reaction to wrap-ups) and its own (its publisher). Each must be dead-lettered with its reason
+    while the same process goes on serving; then it is killed and must start again over its own
+    topic's poison, quarantining it."""
+    system = run.system
+    pid, exits = system.pid("tickets"), len(system.exits)
+    run.poisons.extend(write_poison(system.kafka, run.sim.run_id))
+    written = time.monotonic()
+    while True:
+        check = dead_letters(system.kafka, run.poisons)
+        if check.clean or time.monotonic() - written > RETRY_FOR_S:
+            break
+        time.sleep(1.0)
+    took = time.monotonic() - written
+    stopped = system.pid("tickets") != pid or any(name == "tickets" for name, _ in system.exits[exits:])
+    first = run.tail.first_after("tickets", written)
+    run.say(
+        f"{len(run.poisons)} poison records, {check.seen} dead-lettered in {took:.1f} s by the process that "
+        f"read them ({'it stopped' if stopped else 'it went on'}; next decision {_seconds(first)} after)"
+    )
+    if stopped:
+        raise AssertionError("the tickets service stopped over poison records")
+    died = time.monotonic()
+    system.kill("tickets")
+    system.restart("tickets")
+    serving = system.wait_serving("tickets")
+    for what, reason in sorted(reasons(system.kafka, run.poisons).items()):
+        print(f"    dead-lettered {what}: {reason}", flush=True)
+    listed = _quarantined(system, "tickets")
+    run.say(f"tickets serving {serving - died:.1f} s after kill -9 with {listed} record(s) quarantined")
 
 
 def broker_kill_idle(run: Run) -> None:
@@ -311,6 +365,7 @@ def bad_input(run: Run) -> None:
     intake = intake_grpc.IntakeServiceStub(channels["intake"])
     agents = agents_grpc.AgentsServiceStub(channels["agents"])
     routing = routing_grpc.RoutingServiceStub(channels["routing"])
+    tickets = tickets_grpc.TicketsServiceStub(channels["tickets"])
     bad = [
         lambda n: intake.StartContact(
             intake_pb.StartContactRequest(request_id=f"bad-{n}", subject=huge, channel=1)
@@ -335,6 +390,15 @@ def bad_input(run: Run) -> None:
                     fallback_queue_id="no-such-queue",
                 ),
             )
+        ),
+        lambda n: tickets.CreateTicket(
+            tickets_pb.CreateTicketRequest(request_id=f"bad-{n}", type=1, priority=3, summary=huge)
+        ),
+        lambda n: tickets.CreateTicket(
+            tickets_pb.CreateTicketRequest(request_id=f"bad-{n}", type=77, priority=9, summary="s")
+        ),
+        lambda n: tickets.Dispatch(
+            tickets_pb.DispatchRequest(request_id=f"bad-{n}", ticket_id="t", department="Not A Dept!")
         ),
     ]
     until = time.monotonic() + 20.0
@@ -541,8 +605,9 @@ FAULTS = (
             f"crash-points-{service}",
             f"kill -9 {service} before the append, before the offsets, before and after the commit",
             kill_at(service, ("before_append", "before_offsets", "before_commit", "after_commit")),
-            day=replace(DAY, duration_s=75.0),
+            day=replace(TICKETS_DAY if service == "tickets" else DAY, duration_s=75.0),
             at_s=8.0,
+            tickets=TICKETS if service == "tickets" else 0,
         )
         for service in NAMES
     ),
@@ -558,6 +623,38 @@ FAULTS = (
         fast=True,
     ),
     Fault("agents-lag", "agents stopped for 20 s while routing and telephony go on", pause("agents", 20.0)),
+    Fault(
+        "tickets-lag",
+        "tickets stopped for 20 s while desks, departments and agents go on",
+        pause("tickets", 20.0),
+        at_s=15.0,
+        day=TICKETS_DAY,
+        tickets=TICKETS,
+    ),
+    Fault(
+        "tickets-duplicate-requests",
+        "every tickets request twice, concurrently",
+        nothing,
+        day=TICKETS_DAY,
+        duplicates=True,
+        tickets=TICKETS,
+    ),
+    Fault(
+        "tickets-broker-kill",
+        "kill -9 the broker for 2 s while tickets are dispatched and answered",
+        broker_kill(2.0),
+        at_s=15.0,
+        day=TICKETS_DAY,
+        tickets=TICKETS,
+    ),
+    Fault(
+        "tickets-poison",
+        "undecodable and unknown-version records where tickets consumes (agents', its own), then kill -9",
+        poison_tickets,
+        at_s=10.0,
+        day=TICKETS_DAY,
+        tickets=TICKETS,
+    ),
     Fault(
         "poison-own-topics",
         "undecodable and unknown-version records in two services' own topics, then kill -9 both",
@@ -614,10 +711,21 @@ def play(system: System, fault: Fault, number: int, console: Console) -> Row:
         retry_for_s=RETRY_FOR_S,
         duplicate_requests=fault.duplicates,
     )
+    desk = None
+    if fault.tickets:
+        desk = TicketDesk(
+            system.address("tickets"),
+            system.kafka,
+            run_id,
+            fault.tickets,
+            fault.day.duration_s,
+            RETRY_FOR_S,
+            twins=fault.duplicates,
+        )
     console.print(f"[bold]{fault.name}[/]: {fault.what} (run {run_id})")
     exits_before = len(system.exits)
     with Tail(system.kafka) as tail:
-        run = Run(system, sim, tail)
+        run = Run(system, sim, tail, desk=desk)
         failure: list[str] = []
 
         def inject() -> None:
@@ -637,7 +745,11 @@ def play(system: System, fault: Fault, number: int, console: Console) -> Row:
             injector.start()
         started, cpu = time.monotonic(), time.process_time()
         system_cpu = CpuShares(system.pids())
+        if desk is not None:
+            desk.start()
         sim.run(drain_s=90.0)
+        if desk is not None:
+            desk.join(600)
         run.wall_s, run.cpu_s = time.monotonic() - started, time.process_time() - cpu
         run.system_cpu = system_cpu.shares()
         if not fault.idle:
@@ -646,7 +758,15 @@ def play(system: System, fault: Fault, number: int, console: Console) -> Row:
         sim.teardown(timeout_s=60)
     if fault.after is not None:
         fault.after(run)
-    checks = settle(system, sim, run_id)
+    checks = settle(system, sim, run_id, desk, run.poisons)
+    if desk is not None:
+        wrap_ups = sum(life.by_wrap_up for life in desk.lifecycles)
+        retried = _codes(desk.retried)
+        run.say(f"{len(desk.lifecycles)} tickets ({wrap_ups} by wrap-up), requests retried: {retried}")
+        if fault.duplicates:
+            run.say(f"the ticket twins' differences: {_codes(desk.twin_errors)}")
+            for detail in desk.twin_details:
+                console.print(f"    [yellow]ticket twin: {detail}")
     exited = system.exits[exits_before:]
     if exited:  # a service that stopped itself (fenced, or a bug) and was started again
         run.say("exited by itself and started again: " + ", ".join(f"{n} ({code})" for n, code in exited))
@@ -654,6 +774,7 @@ def play(system: System, fault: Fault, number: int, console: Console) -> Row:
         run.say(f"the twins' errors: {_twins(sim)}")
     total = Row(fault, _total(checks), checks, run.recovery, "; ".join(failure)).total
     console.print(f"  {_summary(total)}; recovery: {'; '.join(run.recovery) or '-'}")
+    console.print("  checked: " + "; ".join(_figures(check) for check in checks))
     for check in checks:
         for example in check.examples[:3]:
             console.print(f"    [red]{check.name} {example}")
@@ -664,16 +785,33 @@ def play(system: System, fault: Fault, number: int, console: Console) -> Row:
     return Row(fault, total, checks, run.recovery, "; ".join(failure))
 
 
-def settle(system: System, sim: Simulation, run_id: str, within_s: float = 90.0) -> list[Check]:
-    """The facts, once the KPIs have caught up with the logs (or ``within_s`` has passed)."""
+# The facts recorded downstream of the logs, which a settled run waits for: the KPIs, what the tickets'
+# publisher publishes, and the dead-letter copies of poison records.
+SETTLING = ("kpi visits", "published", "inbox work", "dead letters")
+
+
+def settle(
+    system: System,
+    sim: Simulation,
+    run_id: str,
+    desk: TicketDesk | None = None,
+    poisons: list[Poison] | None = None,
+    within_s: float = 90.0,
+) -> list[Check]:
+    """The facts, once what is recorded downstream has caught up with the logs (or ``within_s`` has
+    passed)."""
     deadline = time.monotonic() + within_s
     while True:
         logs = read_logs(system.kafka, f"{run_id}-")
         with system.clickhouse() as client:
             rows = kpi_visit_rows(client, f"{run_id}-")
         checks = compare(sim, logs, rows).checks
-        kpi = next(c for c in checks if c.name == "kpi visits")
-        if kpi.clean or time.monotonic() > deadline:
+        if desk is not None:
+            events, published = read_tickets(system.kafka, desk.ticket_ids)
+            checks += compare_tickets(desk.lifecycles, events, published)
+        if poisons:
+            checks.append(dead_letters(system.kafka, poisons))
+        if all(c.clean for c in checks if c.name in SETTLING) or time.monotonic() > deadline:
             return checks
         time.sleep(2.0)
 
@@ -716,6 +854,16 @@ def _seconds(value: float | None) -> str:
     if value is None:
         raise AssertionError("no recovery: nothing within 2 min")
     return f"{value:.2f} s"
+
+
+def _figures(check: Check) -> str:
+    """A check's figures in a few characters: seen of expected, then what went wrong, if anything."""
+    wrong = [
+        f"{getattr(check, kind)} {kind}"
+        for kind in ("lost", "doubled", "misrecorded")
+        if getattr(check, kind)
+    ]
+    return f"{check.name} {check.seen}/{check.expected}" + (f" ({', '.join(wrong)})" if wrong else "")
 
 
 def _summary(check: Check) -> str:

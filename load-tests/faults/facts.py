@@ -7,7 +7,7 @@ A fact is one thing the center must know afterwards, at one place it is recorded
 - ``kpi visits``: the KPI service's contact fact of each visit (outcome and agent), read FINAL;
 - ``records``: every event of the run in the three logs, each event id once.
 Each is counted as expected, seen, lost (not there), doubled (there more than once) and misrecorded
-(there, but saying something else than what happened).
+(there, but saying something else than what happened). The tickets' facts: ``faults/tickets.py``.
 """
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ def read_logs(kafka: KafkaSettings, prefix: str) -> dict[str, list[Envelope]]:
     """Every committed event of the three logs whose key (aggregate id) begins with ``prefix``."""
     registry = EventRegistry.of(intake_ev, routing_ev, agent_ev)
     found: dict[str, list[Envelope]] = {topic: [] for topic in TOPICS}
-    for topic, record in _committed(kafka, TOPICS):
+    for topic, record in committed(kafka, TOPICS):
         if not (record.key() or b"").decode(errors="replace").startswith(prefix):
             continue
         try:
@@ -102,7 +102,8 @@ def read_logs(kafka: KafkaSettings, prefix: str) -> dict[str, list[Envelope]]:
     return found
 
 
-def _committed(kafka: KafkaSettings, topics: Iterable[str]) -> Iterator[tuple[str, Any]]:
+def committed(kafka: KafkaSettings, topics: Iterable[str]) -> Iterator[tuple[str, Any]]:
+    """Every committed record of these topics, from their start to their end as of now: (topic, record)."""
     consumer = Consumer(
         consumer_config(kafka, f"facts-{time.monotonic_ns()}", **{"enable.partition.eof": True})
     )

@@ -23,6 +23,7 @@ DECISIONS = {
     "routing": "routing.events.v1",
     "agents": "agents.events.v1",
     "kpi": "kpi.contacts.v1",
+    "tickets": "tickets.events.v1",
 }
 
 

@@ -1,4 +1,4 @@
-"""The system under fault: a broker, the ClickHouse stand-in and the four services, all processes of
+"""The system under fault: a broker, the ClickHouse stand-in and the five services, all processes of
 this run, on loopback ports of their own, so that any of them can be killed, paused or restarted.
 
 Everything lives under one folder (``.data/chaos`` by default): the broker's data, the stand-in's
@@ -33,7 +33,7 @@ from services.platform.topics import ensure_topics, load_topic_specs
 
 STANDIN = PROJECT_ROOT / "tests" / "support" / "clickhouse_http_standin.py"
 SERVING = health_pb2.HealthCheckResponse.SERVING
-NAMES = ("intake", "routing", "agents", "kpi")
+NAMES = ("intake", "routing", "agents", "kpi", "tickets")
 
 
 def _free_port() -> int:
