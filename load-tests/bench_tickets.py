@@ -60,7 +60,14 @@ from services.platform.acls import ensure_access, load_acl_specs
 from services.platform.envelope import Actor, Cause, decode, encode, make_envelope
 from services.platform.kafka import consumer_config, producer_config
 from services.platform.process import kafka_adapters, open_store
-from services.platform.settings import BrokerSettings, GrpcSettings, KafkaSettings, Settings, StoreSettings
+from services.platform.settings import (
+    BrokerSettings,
+    GrpcSettings,
+    HttpSettings,
+    KafkaSettings,
+    Settings,
+    StoreSettings,
+)
 from services.platform.topics import ensure_topics, inbox_topic, load_topic_specs
 from services.tickets import domain
 from services.tickets.handlers import KIND, child_id, registry, ticket_id_for, ticket_kind
@@ -217,6 +224,7 @@ def start_tickets(at: BrokerSettings, root: Path, run: str) -> TicketsProcess:
         instance_id=f"bench-{run}",
         kafka=broker.client_settings(at, "tickets"),
         grpc=GrpcSettings(address="127.0.0.1:0"),
+        http=HttpSettings(address="127.0.0.1:0"),
         run_dir=root / "run",
     )
     return start(settings)

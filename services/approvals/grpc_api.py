@@ -13,14 +13,13 @@ from services.approvals import domain
 from services.approvals.domain import ApprovalRequest, Requester, Step
 from services.approvals.handlers import ApprovalsService, approval_id_for
 from services.platform.errors import InvalidArgument
-from services.platform.identity import Role, current_principal
+from services.platform.identity import Role, current_principal, department_acted_for
 from services.platform.paging import page_of
 from services.platform.requests import Request
 from services.platform.timestamps import dt, ts
 
 # Delegation ids derive from the request id: a retried Delegate names the same delegation.
 DELEGATION_IDS = uuid.UUID("b3a0d6f1-8c2e-4e79-9d15-6f0a2c7e4b91")
-_CENTER_ROLES = {Role.AGENT.value, Role.SUPERVISOR.value, Role.ADMIN.value, Role.SERVICE.value}
 _STATUSES = {
     domain.PENDING: pb.APPROVAL_STATUS_PENDING,
     domain.GRANTED: pb.APPROVAL_STATUS_GRANTED,
@@ -42,13 +41,11 @@ def requester() -> Requester:
     principal = current_principal.get()
     if principal is None:
         return Requester("")
-    roles = set(principal.roles)
-    acts_for_department = Role.DEPARTMENT.value in roles and not roles & _CENTER_ROLES
     return Requester(
         principal.subject,
-        principal.department if acts_for_department else "",
+        department_acted_for(principal),
         principal.titles,
-        supervisor=Role.SUPERVISOR.value in roles,
+        supervisor=Role.SUPERVISOR in principal.roles,
     )
 
 

@@ -2,32 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Literal
 
 from callcenter.common.v1 import types_pb2
-from fastapi import Depends, FastAPI, Path, Request, status
-from fastapi.responses import JSONResponse
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi import Depends, FastAPI, Path, status
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from services.intake import domain
 from services.intake.domain import Contact
 from services.intake.handlers import IntakeService
-from services.platform.access import authorize
-from services.platform.envelope import Actor
-from services.platform.errors import (
-    DomainError,
-    FailedPrecondition,
-    InvalidArgument,
-    NotFound,
-    Overloaded,
-    PermissionDenied,
-    Unauthenticated,
-    Unavailable,
-)
-from services.platform.identity import TokenVerifier
+from services.platform.http import actor_of, caller, create_api
+from services.platform.identity import Principal, TokenVerifier
 from services.platform.requests import Request as WriteRequest
 
 CHANNELS = {
@@ -41,12 +27,6 @@ CHANNELS = {
 RequestId = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=128)]
 QueueId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
 ContactId = Annotated[str, Path(min_length=1, max_length=128, description="the contact's id")]
-_STATUS_BY_ERROR = (
-    (InvalidArgument, status.HTTP_400_BAD_REQUEST),
-    (PermissionDenied, status.HTTP_403_FORBIDDEN),
-    (NotFound, status.HTTP_404_NOT_FOUND),
-    (FailedPrecondition, status.HTTP_409_CONFLICT),
-)
 
 
 class NewContact(BaseModel):
@@ -109,63 +89,21 @@ def contact_json(contact: Contact) -> ContactJson:
     )
 
 
-INTAKE = "/callcenter.intake.v1.IntakeService"
-_BEARER = HTTPBearer(
-    auto_error=False,
-    description="A token for role telephony (a channel gateway), as for intake's gRPC API: docs/security.md",
-)
+INTAKE = "callcenter.intake.v1.IntakeService"
 
-
-def _caller(*rpcs: str) -> Callable[..., Actor]:
-    """A dependency: the actor of a request whose bearer token the app's verifier accepts, for a role
-    that each of ``rpcs`` (what the route does) grants."""
-
-    def authenticated(
-        request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)]
-    ) -> Actor:
-        if credentials is None:
-            raise Unauthenticated("no bearer token: send 'Authorization: Bearer <token>'")
-        principal = request.app.state.verifier.verify(credentials.credentials)
-        for rpc in rpcs:
-            authorize(f"{INTAKE}/{rpc}", principal, None)
-        return Actor(principal.subject, tuple(sorted(principal.roles)))
-
-    return authenticated
-
-
-Starting = Annotated[Actor, Depends(_caller("StartContact", "RequestRouting"))]
-Ending = Annotated[Actor, Depends(_caller("EndContact"))]
-Reading = Annotated[Actor, Depends(_caller("GetContact"))]
+Starting = Annotated[Principal, Depends(caller(INTAKE, "StartContact", "RequestRouting"))]
+Ending = Annotated[Principal, Depends(caller(INTAKE, "EndContact"))]
+Reading = Annotated[Principal, Depends(caller(INTAKE, "GetContact"))]
 
 
 def create_app(intake: IntakeService, verifier: TokenVerifier) -> FastAPI:
     """The gateways' API over ``intake``; every route needs a bearer token that ``verifier`` accepts,
     for a role that the rpc the route stands for grants (``services.platform.access``)."""
-    app = FastAPI(title="Intake for channel gateways", version="1")
-    app.state.verifier = verifier
-
-    @app.exception_handler(Unauthenticated)
-    async def unauthenticated(_request: Request, error: Unauthenticated) -> JSONResponse:
-        headers = {"WWW-Authenticate": "Bearer"}
-        return JSONResponse(status_code=401, content={"error": str(error)}, headers=headers)
-
-    @app.exception_handler(DomainError)
-    async def refused(_request: Request, error: DomainError) -> JSONResponse:
-        code = next((code for kind, code in _STATUS_BY_ERROR if isinstance(error, kind)), 409)
-        return JSONResponse(status_code=code, content={"error": str(error)})
-
-    @app.exception_handler(Unavailable)
-    async def unavailable(_request: Request, error: Unavailable) -> JSONResponse:
-        headers = {"Retry-After": "1"}
-        return JSONResponse(status_code=503, content={"error": str(error)}, headers=headers)
-
-    @app.exception_handler(Overloaded)
-    async def overloaded(_request: Request, error: Overloaded) -> JSONResponse:
-        headers = {"Retry-After": "1"}
-        return JSONResponse(status_code=429, content={"error": str(error)}, headers=headers)
+    app = create_api("Intake for channel gateways", verifier, version="1")
 
     @app.post("/v1/contacts", status_code=status.HTTP_201_CREATED)
-    def start_contact(body: NewContact, actor: Starting) -> ContactJson:
+    def start_contact(body: NewContact, gateway: Starting) -> ContactJson:
+        actor = actor_of(gateway)
         customer = intake.party(body.customer, "from")
         fields = {**body.model_dump(exclude={"request_id", "customer"}), "from": customer.hash}
         started = intake.execute(
@@ -189,7 +127,8 @@ def create_app(intake: IntakeService, verifier: TokenVerifier) -> FastAPI:
         return contact_json(routed)
 
     @app.post("/v1/contacts/{contact_id}/end")
-    def end_contact(contact_id: ContactId, body: EndRequest, actor: Ending) -> ContactJson:
+    def end_contact(contact_id: ContactId, body: EndRequest, gateway: Ending) -> ContactJson:
+        actor = actor_of(gateway)
         command = domain.EndContact(contact_id, domain.EndReason.CONTACT_END_REASON_CALLER)
         fields = {"contact_id": contact_id}
         request = WriteRequest.of_fields(body.request_id, "EndContact", fields, actor=actor)

@@ -27,7 +27,7 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
-from services.platform.errors import Unauthenticated, Unavailable
+from services.platform.errors import PermissionDenied, Unauthenticated, Unavailable
 from services.platform.settings import AuthSettings, Settings, TlsSettings
 from services.platform.tls import ensure_local_ca, write_private
 
@@ -71,6 +71,23 @@ class Principal:
 
     def describe(self) -> str:
         return f"{self.subject} (roles: {', '.join(sorted(self.roles)) or 'none'})"
+
+
+# The roles of the contact center's own people and services: a caller holding one acts for the center.
+CENTER_ROLES = frozenset({Role.AGENT, Role.SUPERVISOR, Role.ADMIN, Role.SERVICE})
+
+
+def department_acted_for(principal: Principal) -> str:
+    """The department a caller acts for: its ``department`` claim when it holds the department role and
+    no role of the center; "" for the center's own people. A department's token without the claim
+    acts for nobody: refused (PERMISSION_DENIED), never taken for the center's."""
+    if Role.DEPARTMENT not in principal.roles or principal.roles & CENTER_ROLES:
+        return ""
+    if not principal.department:
+        raise PermissionDenied(
+            f"{principal.subject}'s token has the department role but no department claim: it acts for none"
+        )
+    return principal.department
 
 
 # The caller of the request being served on this thread, set by the access interceptor; the write

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import base64
-from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any
 
 from callcenter.common.v1 import types_pb2
 from callcenter.tickets.v1 import service_pb2 as pb
@@ -13,25 +11,25 @@ from callcenter.tickets.v1 import service_pb2_grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from services.platform.errors import InvalidArgument
-from services.platform.identity import Role, current_principal
+from services.platform.identity import current_principal
 from services.platform.requests import Request
 from services.tickets import domain
+from services.tickets.api_common import (
+    Caller,
+    acting,
+    answer_dispatch,
+    department_dispatches,
+    new_ticket,
+    on_ticket,
+    page,
+)
 from services.tickets.domain import Dispatch, Ticket
-from services.tickets.handlers import TicketsService, child_id, ticket_id_for
-
-DEFAULT_PAGE = 100
-_CENTER = {Role.AGENT.value, Role.SUPERVISOR.value, Role.ADMIN.value, Role.SERVICE.value}
-T = TypeVar("T")
+from services.tickets.handlers import TicketsService, child_id
 
 
-def caller() -> tuple[str, str]:
-    """(subject, department) of the caller; the department only when it acts for one, not for the center."""
-    principal = current_principal.get()
-    if principal is None:
-        return "", ""
-    roles = set(principal.roles)
-    acts_for_department = Role.DEPARTMENT.value in roles and not roles & _CENTER
-    return principal.subject, principal.department if acts_for_department else ""
+def caller() -> Caller:
+    """Whom the call being served acts for (``api_common.acting``)."""
+    return acting(current_principal.get())
 
 
 class TicketsServicer(service_pb2_grpc.TicketsServiceServicer):
@@ -39,27 +37,19 @@ class TicketsServicer(service_pb2_grpc.TicketsServiceServicer):
         self._tickets = tickets
 
     def _base(self, request: Any) -> dict[str, Any]:
-        by, department = caller()
-        return {
-            "ticket_id": request.ticket_id,
-            "now": self._tickets.now(),
-            "by": by,
-            "department": department,
-        }
+        return on_ticket(self._tickets, request.ticket_id, caller())
 
     def _run(self, request: Any, context: Any, command: domain.Command) -> pb.Ticket:
         return ticket_message(self._tickets.execute(Request.of(request, context), command))
 
     def _run_dispatch(self, request: Any, context: Any, command: domain.Command) -> pb.DepartmentDispatch:
-        ticket = self._tickets.execute(Request.of(request, context), command)
-        return dispatch_message(ticket, ticket.dispatches[request.dispatch_id])
+        return dispatch_message(*answer_dispatch(self._tickets, Request.of(request, context), command))
 
     def CreateTicket(self, request: pb.CreateTicketRequest, context) -> pb.CreateTicketResponse:
-        by, _ = caller()
-        command = domain.CreateTicket(
-            ticket_id=ticket_id_for(request.request_id),
-            now=self._tickets.now(),
-            by=by,
+        command = new_ticket(
+            self._tickets,
+            request.request_id,
+            caller(),
             type=request.type,
             priority=request.priority,
             summary=request.summary,
@@ -242,12 +232,8 @@ class TicketsServicer(service_pb2_grpc.TicketsServiceServicer):
         return pb.ReopenResponse(ticket=self._run(request, context, command))
 
     def MergeTickets(self, request: pb.MergeTicketsRequest, context) -> pb.MergeTicketsResponse:
-        by, department = caller()
         command = domain.MarkMerged(
-            ticket_id=request.duplicate_ticket_id,
-            now=self._tickets.now(),
-            by=by,
-            department=department,
+            **on_ticket(self._tickets, request.duplicate_ticket_id, caller()),
             into_ticket_id=request.into_ticket_id,
             reason=request.reason,
         )
@@ -273,13 +259,13 @@ class TicketsServicer(service_pb2_grpc.TicketsServiceServicer):
         return pb.RecordCsatResponse(ticket=self._run(request, context, command))
 
     def GetTicket(self, request: pb.GetTicketRequest, context) -> pb.GetTicketResponse:
-        _, department = caller()
+        department = caller().department
         ticket = self._tickets.get(request.ticket_id, department)
         version = self._tickets.version(ticket.ticket_id)
         return pb.GetTicketResponse(ticket=ticket_message(ticket, version, for_department=department))
 
     def ListTickets(self, request: pb.ListTicketsRequest, context) -> pb.ListTicketsResponse:
-        _, acting_for = caller()
+        acting_for = caller().department
         department = acting_for or request.department
         tickets = sorted(
             (
@@ -291,47 +277,23 @@ class TicketsServicer(service_pb2_grpc.TicketsServiceServicer):
             ),
             key=lambda t: (t.created_at or _EPOCH, t.ticket_id),
         )
-        page, token = _page(tickets, request.page_size, request.page_token, lambda t: t.ticket_id)
+        rows, token = page(tickets, request.page_size, request.page_token, lambda t: t.ticket_id)
         return pb.ListTicketsResponse(
-            tickets=[ticket_message(t, for_department=acting_for) for t in page], next_page_token=token
+            tickets=[ticket_message(t, for_department=acting_for) for t in rows], next_page_token=token
         )
 
     def ListDispatches(self, request: pb.ListDispatchesRequest, context) -> pb.ListDispatchesResponse:
         if not request.department:
             raise InvalidArgument("department is required")
-        rows = sorted(
-            (
-                (ticket, dispatch)
-                for ticket in self._tickets.tickets()
-                for dispatch in ticket.dispatches.values()
-                if dispatch.department == request.department
-                and (not request.status or dispatch.status == request.status)
-            ),
-            key=lambda row: (not row[1].open, row[1].due_at, row[1].dispatch_id),
-        )
-        page, token = _page(rows, request.page_size, request.page_token, lambda row: row[1].dispatch_id)
+        statuses = (request.status,) if request.status else ()
+        rows = department_dispatches(self._tickets, request.department, statuses)
+        found, token = page(rows, request.page_size, request.page_token, lambda row: row[1].dispatch_id)
         return pb.ListDispatchesResponse(
-            dispatches=[dispatch_message(t, d) for t, d in page], next_page_token=token
+            dispatches=[dispatch_message(t, d) for t, d in found], next_page_token=token
         )
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def _page(rows: Sequence[T], page_size: int, token: str, key: Callable[[T], str]) -> tuple[Sequence[T], str]:
-    """One page of rows after the token's key (the last key of the page before), and the next token."""
-    size = page_size or DEFAULT_PAGE
-    start = 0
-    if token:
-        try:
-            after = base64.urlsafe_b64decode(token.encode()).decode()
-        except (ValueError, UnicodeDecodeError):
-            raise InvalidArgument("page_token is not one this service gave") from None
-        keys = [key(row) for row in rows]
-        start = keys.index(after) + 1 if after in keys else len(rows)
-    page = rows[start : start + size]
-    more = start + size < len(rows)
-    return page, base64.urlsafe_b64encode(key(page[-1]).encode()).decode() if more and page else ""
 
 
 def _datetime(stamp: Timestamp) -> datetime:

@@ -131,7 +131,11 @@ def test_a_service_refuses_to_start_when_kafka_is_unreachable(free_port, start_s
     nowhere = f"127.0.0.1:{free_port()}"
     service = start_service(
         module,
-        {"CC_GRPC__ADDRESS": "127.0.0.1:0", "CC_KAFKA__BOOTSTRAP_SERVERS": nowhere},
+        {
+            "CC_GRPC__ADDRESS": "127.0.0.1:0",
+            "CC_HTTP__ADDRESS": "127.0.0.1:0",
+            "CC_KAFKA__BOOTSTRAP_SERVERS": nowhere,
+        },
     )
 
     assert service.wait(EXIT_DEADLINE_S) == 1, service.output

@@ -167,3 +167,13 @@ def test_a_tokens_titles_reach_the_principal_and_a_token_without_them_holds_none
     )
     assert (director.department, director.titles) == ("finance", frozenset({"director", "approver"}))
     assert verifier.verify(issuer.for_role(Role.SUPERVISOR, "sup-1")).titles == frozenset()
+
+
+def test_a_department_token_acts_for_its_department_and_one_without_the_claim_for_none() -> None:
+    from services.platform.errors import PermissionDenied
+    from services.platform.identity import Principal, department_acted_for
+
+    assert department_acted_for(Principal("d-1", frozenset({Role.DEPARTMENT}), department="water")) == "water"
+    assert department_acted_for(Principal("s-1", frozenset({Role.SUPERVISOR, Role.DEPARTMENT}))) == ""
+    with pytest.raises(PermissionDenied, match="has the department role but no department claim"):
+        department_acted_for(Principal("d-2", frozenset({Role.DEPARTMENT})))
