@@ -70,11 +70,14 @@ CATALOGUE = {
 }
 # Every this many tickets, one is asked for by an agent's wrap-up (the service's reaction) instead.
 WRAP_UP_EVERY = 4
-# Refusals that say "not now": the same request again, until it is answered.
+# Refusals that say "not now": the same request again, until it is answered. CANCELLED is among them:
+# a server stopped past a call's deadline cancels the call when it resumes, and its outcome is then
+# unknown to the client, as after a timeout; a client retries it under the same request id.
 RETRIED = frozenset(
     {
         grpc.StatusCode.UNAVAILABLE,
         grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.CANCELLED,
         grpc.StatusCode.RESOURCE_EXHAUSTED,
         grpc.StatusCode.ABORTED,
     }
