@@ -69,7 +69,7 @@ SERVICES = (
     LocalService("agents", "services.agents.main", 50053),
     LocalService("kpi", "services.kpi.main", 50054),
     LocalService("tickets", "services.tickets.main", 50055, http_port=8085),
-    LocalService("approvals", "services.approvals.main", 50056),
+    LocalService("approvals", "services.approvals.main", 50056, http_port=8086),
 )
 
 

@@ -42,6 +42,9 @@ APPROVE, REJECT, REQUEST_INFO = (
 )
 
 PENDING, GRANTED, REJECTED, EXPIRED, WITHDRAWN = "pending", "granted", "rejected", "expired", "withdrawn"
+# The reviews of a department's dispatch that tickets may send through approvals.
+DISPATCH_RETURN, DISPATCH_EXTENSION = "dispatch_return", "dispatch_extension"
+DISPATCH_KINDS = (DISPATCH_RETURN, DISPATCH_EXTENSION)
 
 
 # State --------------------------------------------------------------------------------------------
@@ -96,6 +99,8 @@ class ApprovalRequest:
     kind: str = ""
     amount_minor: int = 0
     currency: str = ""
+    dispatch_id: str = ""  # the ticket's dispatch under review (the dispatch kinds)
+    extension_s: int = 0  # the extra time a dispatch_extension asks for
     requested_by: str = ""
     requested_by_department: str = ""
     requested_at: datetime | None = None
@@ -184,6 +189,8 @@ class RequestApproval:
     justification: str
     by: Requester
     now: datetime
+    dispatch_id: str = ""
+    extension_s: int = 0
 
 
 @dataclass(frozen=True)
@@ -252,7 +259,7 @@ def decide(request: ApprovalRequest, command: Command, policy: ApprovalPolicy) -
 
 
 def _request(command: RequestApproval, policy: ApprovalPolicy) -> list[Message]:
-    amount = policy.amount_of(command.amount_minor, command.currency)
+    amount = measure(command.kind, command.amount_minor, command.currency, command.extension_s, policy)
     values = {
         "kind": command.kind,
         "customer_tier": command.customer_tier,
@@ -264,9 +271,11 @@ def _request(command: RequestApproval, policy: ApprovalPolicy) -> list[Message]:
         approval_id=command.approval_id,
         ticket_id=command.ticket_id,
         kind=command.kind,
-        amount=types_pb2.Money(
-            minor_units=command.amount_minor, currency=command.currency or policy.currency
-        ),
+        amount=None
+        if command.kind in DISPATCH_KINDS
+        else types_pb2.Money(minor_units=command.amount_minor, currency=command.currency or policy.currency),
+        dispatch_id=command.dispatch_id,
+        extension=pb_duration(timedelta(seconds=command.extension_s)) if command.extension_s else None,
         justification=command.justification,
         requested_by=command.by.subject,
         requested_by_department=command.by.department,
@@ -486,6 +495,8 @@ def evolve(request: ApprovalRequest, envelope: Envelope) -> ApprovalRequest:
                 kind=event.kind,
                 amount_minor=event.amount.minor_units,
                 currency=event.amount.currency,
+                dispatch_id=event.dispatch_id,
+                extension_s=event.extension.seconds,
                 requested_by=event.requested_by,
                 requested_by_department=event.requested_by_department,
                 requested_at=at,
@@ -626,8 +637,16 @@ def _decider_message(decider: Decider) -> ev.Decider:
     return ev.Decider(department=decider.department, role=decider.role)
 
 
+def measure(kind: str, amount_minor: int, currency: str, extension_s: int, policy: ApprovalPolicy) -> Decimal:
+    """What a policy's amount ranges compare: the money asked for, or for an extension of a
+    department's dispatch the extra time asked, in hours."""
+    if kind == DISPATCH_EXTENSION:
+        return Decimal(extension_s) / 3600
+    return policy.amount_of(amount_minor, currency)
+
+
 def amount_of(request: ApprovalRequest, policy: ApprovalPolicy) -> Decimal:
-    return policy.amount_of(request.amount_minor, request.currency)
+    return measure(request.kind, request.amount_minor, request.currency, request.extension_s, policy)
 
 
 def rechoose(request: ApprovalRequest, policy: ApprovalPolicy) -> str:

@@ -10,43 +10,29 @@ from callcenter.approvals.v1 import service_pb2_grpc
 from callcenter.common.v1 import types_pb2
 
 from services.approvals import domain
-from services.approvals.domain import ApprovalRequest, Requester, Step
+from services.approvals.api_common import (
+    decide_step,
+    pending_for,
+    provide_info,
+    requester_of,
+    view_of,
+    withdraw,
+)
+from services.approvals.api_common import page as paged
+from services.approvals.domain import ApprovalRequest, Requester
 from services.approvals.handlers import ApprovalsService, approval_id_for
 from services.platform.errors import InvalidArgument
-from services.platform.identity import Role, current_principal, department_acted_for
-from services.platform.paging import page_of
+from services.platform.identity import current_principal
 from services.platform.requests import Request
 from services.platform.timestamps import dt, ts
 
 # Delegation ids derive from the request id: a retried Delegate names the same delegation.
 DELEGATION_IDS = uuid.UUID("b3a0d6f1-8c2e-4e79-9d15-6f0a2c7e4b91")
-_STATUSES = {
-    domain.PENDING: pb.APPROVAL_STATUS_PENDING,
-    domain.GRANTED: pb.APPROVAL_STATUS_GRANTED,
-    domain.REJECTED: pb.APPROVAL_STATUS_REJECTED,
-    domain.EXPIRED: pb.APPROVAL_STATUS_EXPIRED,
-    domain.WITHDRAWN: pb.APPROVAL_STATUS_WITHDRAWN,
-}
-_STEP_STATUSES = {
-    "waiting": pb.STEP_STATUS_WAITING,
-    "open": pb.STEP_STATUS_OPEN,
-    "info": pb.STEP_STATUS_AWAITING_INFORMATION,
-    "approved": pb.STEP_STATUS_APPROVED,
-    "rejected": pb.STEP_STATUS_REJECTED,
-}
 
 
 def requester() -> Requester:
-    """The caller as the domain sees it: its department only when it acts for one, not for the center."""
-    principal = current_principal.get()
-    if principal is None:
-        return Requester("")
-    return Requester(
-        principal.subject,
-        department_acted_for(principal),
-        principal.titles,
-        supervisor=Role.SUPERVISOR in principal.roles,
-    )
+    """The caller of the call being served, as the domain sees it."""
+    return requester_of(current_principal.get())
 
 
 class ApprovalsServicer(service_pb2_grpc.ApprovalsServiceServicer):
@@ -54,7 +40,7 @@ class ApprovalsServicer(service_pb2_grpc.ApprovalsServiceServicer):
         self._approvals = approvals
 
     def _view(self, approval: ApprovalRequest) -> pb.ApprovalView:
-        return approval_view(approval, self._approvals.version(approval.approval_id))
+        return view_of(self._approvals, approval)
 
     def RequestApproval(self, request: pb.RequestApprovalRequest, context) -> pb.RequestApprovalResponse:
         command = domain.RequestApproval(
@@ -73,8 +59,8 @@ class ApprovalsServicer(service_pb2_grpc.ApprovalsServiceServicer):
         return pb.RequestApprovalResponse(approval=self._view(approval))
 
     def Decide(self, request: pb.DecideRequest, context) -> pb.DecideResponse:
-        command = domain.DecideStep(
-            request.step_index, request.decision, request.comment, requester(), self._approvals.now()
+        command = decide_step(
+            self._approvals, request.step_index, request.decision, request.comment, requester()
         )
         approval = self._approvals.decide(Request.of(request, context), request.approval_id, command)
         return pb.DecideResponse(approval=self._view(approval))
@@ -82,12 +68,12 @@ class ApprovalsServicer(service_pb2_grpc.ApprovalsServiceServicer):
     def ProvideInformation(
         self, request: pb.ProvideInformationRequest, context
     ) -> pb.ProvideInformationResponse:
-        command = domain.ProvideInfo(request.answer, requester(), self._approvals.now())
+        command = provide_info(self._approvals, request.answer, requester())
         approval = self._approvals.provide_info(Request.of(request, context), request.approval_id, command)
         return pb.ProvideInformationResponse(approval=self._view(approval))
 
     def Withdraw(self, request: pb.WithdrawRequest, context) -> pb.WithdrawResponse:
-        command = domain.Withdraw(request.reason, requester(), self._approvals.now())
+        command = withdraw(self._approvals, request.reason, requester())
         approval = self._approvals.withdraw(Request.of(request, context), request.approval_id, command)
         return pb.WithdrawResponse(approval=self._view(approval))
 
@@ -96,9 +82,8 @@ class ApprovalsServicer(service_pb2_grpc.ApprovalsServiceServicer):
         return pb.GetRequestResponse(approval=self._view(approval))
 
     def ListPending(self, request: pb.ListPendingRequest, context) -> pb.ListPendingResponse:
-        department = requester().department or request.department
-        pending = self._approvals.pending(department)
-        page, token = page_of(pending, request.page_size, request.page_token, lambda a: a.approval_id)
+        pending = pending_for(self._approvals, requester(), request.department)
+        page, token = paged(pending, request.page_size, request.page_token, lambda a: a.approval_id)
         return pb.ListPendingResponse(approvals=[self._view(a) for a in page], next_page_token=token)
 
     def Delegate(self, request: pb.DelegateRequest, context) -> pb.DelegateResponse:
@@ -161,58 +146,3 @@ class ApprovalsServicer(service_pb2_grpc.ApprovalsServiceServicer):
         before = self._approvals.policy_state().active_version
         state = self._approvals.activate(Request.of(request, context), request.version, requester().subject)
         return pb.ActivatePolicyResponse(active_version=state.active_version, previous_version=before)
-
-
-def approval_view(approval: ApprovalRequest, version: int = 0) -> pb.ApprovalView:
-    view = pb.ApprovalView(
-        approval_id=approval.approval_id,
-        ticket_id=approval.ticket_id,
-        kind=approval.kind,
-        amount=types_pb2.Money(minor_units=approval.amount_minor, currency=approval.currency),
-        status=_STATUSES.get(approval.status, pb.APPROVAL_STATUS_UNSPECIFIED),
-        open_steps=[approval.current] if approval.open_step is not None else [],
-        version=version,
-        policy_id=approval.policy_id,
-        policy_version=approval.policy_version,
-        rule=approval.rule,
-        customer_tier=approval.customer_tier,
-        ticket_type=approval.ticket_type,
-        justification=approval.justification,
-        requested_by=approval.requested_by,
-        steps=[_step_view(step) for step in approval.steps],
-        decisions=list(approval.trail),
-        outcome_reason=approval.outcome_reason,
-    )
-    if approval.requested_at is not None:
-        view.requested_at.CopyFrom(ts(approval.requested_at))
-    if approval.ended_at is not None:
-        view.ended_at.CopyFrom(ts(approval.ended_at))
-    for decided, at in zip(approval.trail, approval.decided_at, strict=True):
-        view.trail.append(
-            pb.TrailEntry(
-                step_index=decided.step_index,
-                department=decided.department,
-                approver_id=decided.approver_id,
-                on_behalf_of=decided.on_behalf_of,
-                decision=decided.decision,
-                comment=decided.comment,
-                decided_at=ts(at),
-            )
-        )
-    return view
-
-
-def _step_view(step: Step) -> pb.StepView:
-    view = pb.StepView(
-        index=step.index,
-        name=step.name,
-        status=_STEP_STATUSES.get(step.status, pb.STEP_STATUS_UNSPECIFIED),
-        deciders=[ev.Decider(department=p.decider.department, role=p.decider.role) for p in step.places],
-        approvals_needed=step.needed,
-        approvals=step.approvals,
-        rejections=step.rejections,
-        escalated=step.escalated,
-    )
-    if step.deadline_at is not None:
-        view.deadline.CopyFrom(ts(step.deadline_at))
-    return view

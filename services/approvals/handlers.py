@@ -294,30 +294,19 @@ class ApprovalsService:
         return domain.on_deadline(approval, deadline, now, self.policy_of(approval))
 
     def react(self, envelope: Envelope, tx: Transaction) -> None:
-        """The consumer runner's handler: a ticket's request for sign-off becomes an approval request."""
-        if envelope.event_type != "TicketApprovalRequested":
+        """The consumer runner's handler: a ticket's request for sign-off, or a department's return or
+        extension request the tickets service sends for review, becomes an approval request."""
+        command = _request_for(envelope)
+        if command is None:
             return
-        event = envelope.payload
         if not self.policy_state().active_version:
             # Only at the first start, before the first version is activated: the request waits for it.
             raise TransientError(f"no version of policy {self.policy_id} is active yet")
         policy = self.active_policy()
-        command = domain.RequestApproval(
-            approval_id=event.approval_id,
-            ticket_id=event.ticket_id,
-            kind=event.kind,
-            amount_minor=event.amount.minor_units,
-            currency=event.amount.currency,
-            customer_tier=event.customer_tier or "standard",
-            ticket_type=TICKET_TYPES.get(event.ticket_type, ""),
-            justification=event.justification,
-            by=Requester(event.requested_by),
-            now=envelope.occurred_at,
-        )
         try:
             tx.decide(
                 KIND,
-                event.approval_id,
+                command.approval_id,
                 lambda loaded: domain.decide(loaded.state, command, policy),
                 Cause.event(envelope),
             )
@@ -325,19 +314,58 @@ class ApprovalsService:
             # The ticket asked for what the policy does not cover: it hears a rejection with the reason,
             # rather than waiting for ever.
             rejected = approval_events.ApprovalRejected(
-                approval_id=event.approval_id,
-                ticket_id=event.ticket_id,
+                approval_id=command.approval_id,
+                ticket_id=command.ticket_id,
                 reason=f"not covered by the policy: {refused}",
             )
             tx.decide(
                 KIND,
-                event.approval_id,
+                command.approval_id,
                 lambda loaded: [] if loaded.exists else [rejected],
                 Cause.event(envelope),
             )
         except DomainError as refused:
             # Requested already (a redelivery under another event id): nothing to do.
-            log.info("approval %s of ticket %s not opened: %s", event.approval_id, event.ticket_id, refused)
+            log.info(
+                "approval %s of ticket %s not opened: %s", command.approval_id, command.ticket_id, refused
+            )
+
+
+def _request_for(envelope: Envelope) -> domain.RequestApproval | None:
+    """The approval request a ticket's event asks for, if any."""
+    event = envelope.payload
+    match envelope.event_type:
+        case "TicketApprovalRequested":
+            return domain.RequestApproval(
+                approval_id=event.approval_id,
+                ticket_id=event.ticket_id,
+                kind=event.kind,
+                amount_minor=event.amount.minor_units,
+                currency=event.amount.currency,
+                customer_tier=event.customer_tier or "standard",
+                ticket_type=TICKET_TYPES.get(event.ticket_type, ""),
+                justification=event.justification,
+                by=Requester(event.requested_by),
+                now=envelope.occurred_at,
+            )
+        case "DispatchReviewRequested":
+            # The department that returned the dispatch (or asked for time) is the requester: it is
+            # asked for more information and may withdraw.
+            return domain.RequestApproval(
+                approval_id=event.approval_id,
+                ticket_id=event.ticket_id,
+                kind=event.kind,
+                amount_minor=0,
+                currency="",
+                customer_tier="standard",
+                ticket_type=TICKET_TYPES.get(event.ticket_type, ""),
+                justification=event.reason,
+                by=Requester(event.requested_by, event.department),
+                now=envelope.occurred_at,
+                dispatch_id=event.dispatch_id,
+                extension_s=event.extension.seconds,
+            )
+    return None
 
 
 def _same_chain(old: ApprovalPolicy, old_rule: str, new: ApprovalPolicy, new_rule: str) -> bool:

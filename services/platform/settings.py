@@ -288,8 +288,9 @@ class GrpcSettings(BaseModel):
 
 class HttpSettings(BaseModel):
     """The address of a service's small HTTP API (intake's for channel gateways, tickets' for gateways
-    and departments), over TLS like gRPC; one per process like ``grpc.address`` (the launcher gives each
-    service its own port: intake 8080, tickets 8085); port 0 picks a free port."""
+    and departments, approvals' for departments), over TLS like gRPC; one per process like
+    ``grpc.address`` (the launcher gives each service its own port: intake 8080, tickets 8085,
+    approvals 8086); port 0 picks a free port."""
 
     address: str = "127.0.0.1:8080"
 

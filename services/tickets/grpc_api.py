@@ -320,6 +320,7 @@ def dispatch_message(ticket: Ticket, dispatch: Dispatch) -> pb.DepartmentDispatc
         ticket_type=ticket.type,
         priority=ticket.priority,
         category=ticket.category,
+        review_approval_id=dispatch.review_approval_id,
     )
     _stamp(dispatch.dispatched_at, message.dispatched_at)
     _stamp(dispatch.accept_due, message.accept_due)

@@ -179,6 +179,11 @@ class TicketsService:
             case "ApprovalGranted" | "ApprovalRejected" | "ApprovalExpired" if event.ticket_id:
                 outcome = envelope.event_type.removeprefix("Approval").lower()
                 return domain.ConcludeApproval(
-                    event.ticket_id, now, "approvals", approval_id=event.approval_id, outcome=outcome
+                    event.ticket_id,
+                    now,
+                    "approvals",
+                    approval_id=event.approval_id,
+                    outcome=outcome,
+                    reason=getattr(event, "reason", ""),
                 )
         return None

@@ -162,6 +162,9 @@ class DispatchJson(BaseModel):
     resolved: bool
     supervision_notices: int
     escalated: bool
+    review_approval_id: str = Field(
+        description="while the approvals service reviews the return or extension request: its approval id"
+    )
 
 
 class DispatchPage(BaseModel):
@@ -211,6 +214,7 @@ def dispatch_json(ticket: Ticket, dispatch: Dispatch) -> DispatchJson:
         resolved=dispatch.resolved,
         supervision_notices=dispatch.notices,
         escalated=dispatch.escalated,
+        review_approval_id=dispatch.review_approval_id,
     )
 
 

@@ -248,11 +248,20 @@ class _Category(_Strict):
     complete: DurationText | None = None
 
 
+class _Reviews(_Strict):
+    # Who reviews a department's return, and its request for more time: the center's dispatch desk
+    # (ReviewReturn, ReviewExtension), or the approvals service by its policy (kinds dispatch_return,
+    # dispatch_extension), which then chooses who decides, by the length of an extension too.
+    returns: Literal["center", "approvals"] = "center"
+    extensions: Literal["center", "approvals"] = "center"
+
+
 class _CatalogueFile(_Strict):
     catalogue: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")
     version: int = Field(ge=1)
     departments: dict[str, _Department] = Field(min_length=1)
     categories: dict[str, _Category] = Field(default_factory=dict)
+    reviews: _Reviews = _Reviews()
 
 
 @dataclass(frozen=True)
@@ -278,6 +287,8 @@ class Catalogue:
     version: int
     departments: Mapping[str, Department]
     categories: Mapping[str, CategoryRoute]
+    # The dispatch reviews sent through the approvals service ("dispatch_return", "dispatch_extension").
+    reviewed_by_approvals: frozenset[str] = frozenset()
 
 
 def load_catalogue(
@@ -308,7 +319,15 @@ def load_catalogue(
         if entry.lead in entry.assisting or len(set(entry.assisting)) != len(entry.assisting):
             raise document.error(("categories", category), "a department takes one part of a category")
         categories[category] = CategoryRoute(category, entry.lead, entry.assisting, entry.complete)
-    return Catalogue(raw.catalogue, raw.version, departments, categories)
+    by_approvals = frozenset(
+        kind
+        for kind, reviewer in (
+            ("dispatch_return", raw.reviews.returns),
+            ("dispatch_extension", raw.reviews.extensions),
+        )
+        if reviewer == "approvals"
+    )
+    return Catalogue(raw.catalogue, raw.version, departments, categories, by_approvals)
 
 
 class _Group(_Strict):

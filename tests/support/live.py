@@ -31,8 +31,10 @@ class LiveContext:
         stub_class: type,
         base: datetime,
         clock: SteppedClock | None = None,
+        **settings: Any,
     ) -> None:
-        """``clock``: another live context's, for two services on one time."""
+        """``clock``: another live context's, for two services on one time; ``settings``: other
+        fields of the service's ``Settings`` (its configuration folders, say)."""
         self.broker = kafka_broker
         self.run = uuid.uuid4().hex[:6]
         self.clock = clock or SteppedClock(base)
@@ -41,6 +43,7 @@ class LiveContext:
             kafka=kafka_broker.kafka_as(name),
             grpc=GrpcSettings(address="127.0.0.1:0"),
             instance_id=f"{name}-{self.run}",
+            **settings,
         )
         self._bootstrap = bootstrap
         self._stub_class = stub_class

@@ -145,7 +145,8 @@ class RequestApproval(Command):
 @dataclass(frozen=True)
 class ConcludeApproval(Command):
     approval_id: str = ""
-    outcome: str = ""
+    outcome: str = ""  # granted, rejected, expired
+    reason: str = ""
 
 
 @dataclass(frozen=True)

@@ -43,9 +43,14 @@ from services.tickets.domain.commands import (
     StartWork,
 )
 from services.tickets.domain.dispatching import (
+    EXTENSION_REVIEW,
+    RETURN_REVIEW,
+    conclude_review,
     dispatch_events,
     dispatch_of,
+    refuse_if_under_review,
     review_extension,
+    review_requested,
     review_return,
     send,
 )
@@ -248,6 +253,7 @@ def _decide(ticket: Ticket, command: Command, rules: Rules) -> list[Message]:
                 ),
                 *fulfil_clock(ticket, SlaClock.SLA_CLOCK_DISPATCH_ACCEPTANCE, d, now, rules),
                 *pause_clock(ticket, SlaClock.SLA_CLOCK_DISPATCH_COMPLETION, d, now, rules),
+                *review_requested(ticket, dispatch, RETURN_REVIEW, command.reason, by, rules),
             ]
         case RequestExtension():
             dispatch = dispatch_of(ticket, command)
@@ -279,11 +285,16 @@ def _decide(ticket: Ticket, command: Command, rules: Rules) -> list[Message]:
                     requested_due_at=clocks.ts(command.requested_due_at),
                     reason=command.reason,
                     requested_by=by,
-                )
+                ),
+                *review_requested(
+                    ticket, dispatch, EXTENSION_REVIEW, command.reason, by, rules, command.requested_due_at
+                ),
             ]
         case ReviewReturn():
+            refuse_if_under_review(dispatch_of(ticket, command))
             return review_return(ticket, command, rules)
         case ReviewExtension():
+            refuse_if_under_review(dispatch_of(ticket, command))
             return review_extension(ticket, command, rules)
         case RequestApproval():
             if ticket.pending_approval_id:
@@ -307,6 +318,9 @@ def _decide(ticket: Ticket, command: Command, rules: Rules) -> list[Message]:
                 *pause_ticket_clocks(ticket, "waiting_for_approval", now, rules),
             ]
         case ConcludeApproval():
+            reviewed = [d for d in ticket.dispatches.values() if d.review_approval_id == command.approval_id]
+            if command.approval_id and reviewed:
+                return conclude_review(ticket, reviewed[0], command, rules)
             if ticket.pending_approval_id != command.approval_id:
                 raise FailedPrecondition(
                     f"{ticket.describe()} and waits for approval {ticket.pending_approval_id or 'none'}, "

@@ -3,6 +3,7 @@ extensions; a dispatch's clocks start when it is sent."""
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 
 from callcenter.tickets.v1 import events_pb2 as ev
@@ -10,7 +11,13 @@ from google.protobuf.message import Message
 
 from services.platform.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from services.tickets import clocks
-from services.tickets.domain.commands import Command, DispatchTicket, ReviewExtension, ReviewReturn
+from services.tickets.domain.commands import (
+    Command,
+    ConcludeApproval,
+    DispatchTicket,
+    ReviewExtension,
+    ReviewReturn,
+)
 from services.tickets.domain.state import (
     WAITING,
     Dispatch,
@@ -22,6 +29,11 @@ from services.tickets.domain.state import (
 )
 from services.tickets.domain.ticket_clocks import after, basis_for, cancel_clock, resume_clock, rule_of
 from services.tickets.policies import Rules
+
+# The namespace of the approval ids of dispatch reviews: never change it, or a replayed decision would
+# name a second approval.
+REVIEW_IDS = uuid.UUID("0b6f3c52-7d4e-4a19-9e2c-5f8a1d3b7c60")
+RETURN_REVIEW, EXTENSION_REVIEW = "dispatch_return", "dispatch_extension"
 
 
 def dispatch_of(ticket: Ticket, command: Command) -> Dispatch:
@@ -230,3 +242,62 @@ def review_extension(ticket: Ticket, command: ReviewExtension, rules: Rules) -> 
             )
         )
     return events
+
+
+def review_requested(
+    ticket: Ticket,
+    dispatch: Dispatch,
+    kind: str,
+    reason: str,
+    by: str,
+    rules: Rules,
+    requested_due_at: datetime | None = None,
+) -> list[Message]:
+    """When the catalogue sends this kind of review through the approvals service: the request for it
+    (the approval id derived from the dispatch and how many reviews it has had, so a retry names the
+    same approval)."""
+    if kind not in rules.catalogue.reviewed_by_approvals:
+        return []
+    approval_id = str(uuid.uuid5(REVIEW_IDS, f"{dispatch.dispatch_id}/{kind}/{dispatch.review_requests + 1}"))
+    requested = ev.DispatchReviewRequested(
+        ticket_id=ticket.ticket_id,
+        dispatch_id=dispatch.dispatch_id,
+        department=dispatch.department,
+        approval_id=approval_id,
+        kind=kind,
+        reason=reason,
+        requested_by=by,
+        ticket_type=ticket.type,
+    )
+    if requested_due_at is not None:
+        requested.extension.FromTimedelta(requested_due_at - dispatch.due_at)
+    return [requested]
+
+
+def refuse_if_under_review(dispatch: Dispatch) -> None:
+    """The center's own review is refused while the approvals service reviews the dispatch."""
+    if dispatch.review_approval_id:
+        raise FailedPrecondition(
+            f"{dispatch.describe()}, under review by approval {dispatch.review_approval_id}: "
+            f"its outcome decides"
+        )
+
+
+def conclude_review(
+    ticket: Ticket, dispatch: Dispatch, command: ConcludeApproval, rules: Rules
+) -> list[Message]:
+    """The approval's outcome reviews the return or extension: granted accepts or grants it; rejected
+    or expired refuses it, with the approval's reason."""
+    if not dispatch.open:
+        raise FailedPrecondition(f"{dispatch.describe()}; approval {command.approval_id} decides nothing now")
+    granted = command.outcome == "granted"
+    note = command.reason or f"approval {command.approval_id} {command.outcome}"
+    base = {
+        "ticket_id": ticket.ticket_id,
+        "now": command.now,
+        "by": command.by,
+        "dispatch_id": dispatch.dispatch_id,
+    }
+    if dispatch.status == DispatchStatus.DISPATCH_STATUS_RETURNED:
+        return review_return(ticket, ReviewReturn(**base, accept=granted, note=note), rules)
+    return review_extension(ticket, ReviewExtension(**base, grant=granted, note=note), rules)

@@ -182,14 +182,20 @@ def _evolve_dispatch(ticket: Ticket, event: Message, at: datetime) -> Ticket:
         case ev.DispatchReturned():
             dispatch = _leave(replace(dispatch, status=DispatchStatus.DISPATCH_STATUS_RETURNED), at)
         case ev.DispatchReturnAccepted():
-            dispatch = replace(dispatch, status=DispatchStatus.DISPATCH_STATUS_WITHDRAWN, ended_at=at)
+            dispatch = replace(
+                dispatch, status=DispatchStatus.DISPATCH_STATUS_WITHDRAWN, ended_at=at, review_approval_id=""
+            )
         case ev.DispatchReturnRefused():
             back = (
                 DispatchStatus.DISPATCH_STATUS_ACCEPTED
                 if dispatch.accepted_at
                 else DispatchStatus.DISPATCH_STATUS_DISPATCHED
             )
-            dispatch = replace(dispatch, status=back, inside_since=at)
+            dispatch = replace(dispatch, status=back, inside_since=at, review_approval_id="")
+        case ev.DispatchReviewRequested():
+            dispatch = replace(
+                dispatch, review_approval_id=event.approval_id, review_requests=dispatch.review_requests + 1
+            )
         case ev.DispatchExtensionRequested():
             dispatch = replace(dispatch, requested_due_at=clocks.dt(event.requested_due_at))
         case ev.DispatchExtensionGranted():
@@ -201,9 +207,10 @@ def _evolve_dispatch(ticket: Ticket, event: Message, at: datetime) -> Ticket:
                 escalate_at=clocks.dt(event.escalate_at),
                 supervised=False,
                 escalated=False,
+                review_approval_id="",
             )
         case ev.DispatchExtensionRefused():
-            dispatch = replace(dispatch, requested_due_at=None)
+            dispatch = replace(dispatch, requested_due_at=None, review_approval_id="")
         case ev.SupervisionNoticeIssued():
             dispatch = replace(dispatch, supervised=True, notices=dispatch.notices + 1)
         case ev.DispatchEscalated():

@@ -65,6 +65,8 @@ class Dispatch:
     inside: tuple[tuple[datetime, datetime], ...] = ()
     redo: bool = False
     replaces: str = ""
+    review_approval_id: str = ""  # the approval reviewing its return or extension request, while it does
+    review_requests: int = 0  # reviews sent to the approvals service so far
 
     @property
     def open(self) -> bool:

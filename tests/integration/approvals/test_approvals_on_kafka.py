@@ -305,3 +305,117 @@ def test_a_tickets_refund_goes_through_approvals_and_its_grant_lets_the_ticket_g
         assert after.status != tickets_pb.TICKET_STATUS_WAITING_FOR_APPROVAL
     finally:
         tickets.close()
+
+
+def test_a_dispatch_extension_is_reviewed_through_the_policy_and_its_grant_moves_the_due_time(
+    live: LiveApprovals, kafka_broker, tmp_path
+) -> None:
+    """With the catalogue sending extension reviews to approvals, a department's request for more time
+    becomes an approval request the policy chains (the dispatch desk), the center's own review is
+    refused meanwhile, and the grant gives the department the time it asked for."""
+    import shutil
+
+    from callcenter.tickets.v1 import events_pb2 as tickets_ev
+    from callcenter.tickets.v1 import service_pb2 as tickets_pb
+    from callcenter.tickets.v1 import service_pb2_grpc as tickets_grpc
+
+    from services.platform.settings import TicketsSettings
+    from services.tickets.bootstrap import bootstrap as tickets_bootstrap
+    from services.tickets.policies import DEFAULT_CONFIG_DIR
+
+    config = tmp_path / "tickets"
+    shutil.copytree(DEFAULT_CONFIG_DIR, config)
+    catalogue = config / "dispatch-catalogue.yaml"
+    text = catalogue.read_text()
+    assert "reviews: {returns: center, extensions: center}" in text
+    catalogue.write_text(text.replace("extensions: center}", "extensions: approvals}"))
+    tickets = LiveContext(
+        kafka_broker,
+        "tickets",
+        tickets_bootstrap,
+        tickets_grpc.TicketsServiceStub,
+        BASE,
+        clock=live.clock,
+        tickets=TicketsSettings(config_dir=config),
+    )
+    try:
+        desk = tickets.stub(Role.AGENT, "agent-7")
+        created = desk.CreateTicket(
+            tickets_pb.CreateTicketRequest(
+                request_id=uuid.uuid4().hex,
+                type=tickets_ev.TICKET_TYPE_COMPLAINT,
+                priority=3,
+                summary="Leaking roof in the stairwell",
+                category="housing.property_management",
+                customer=types_pb2.PartyReference(hash="ef" * 32, masked="*******5678"),
+            )
+        ).ticket
+        sent = desk.Dispatch(
+            tickets_pb.DispatchRequest(request_id=uuid.uuid4().hex, ticket_id=created.ticket_id)
+        )
+        housing = tickets.stub(Role.DEPARTMENT, "housing-clerk", department="housing")
+        due = next(d for d in sent.ticket.dispatches if d.department == "housing").due_at.ToDatetime(
+            tzinfo=UTC
+        )
+        wanted = due + timedelta(days=5)
+        asked = housing.RequestExtension(
+            tickets_pb.RequestExtensionRequest(
+                request_id=uuid.uuid4().hex,
+                ticket_id=created.ticket_id,
+                dispatch_id=sent.dispatch_id,
+                requested_due_at=wanted,
+                reason="the owners' committee meets next week",
+            )
+        ).dispatch
+        approval_id = asked.review_approval_id
+        assert approval_id
+        center = tickets.stub(Role.SUPERVISOR, "sup-1")
+        with pytest.raises(grpc.RpcError) as refused:
+            center.ReviewExtension(
+                tickets_pb.ReviewExtensionRequest(
+                    request_id=uuid.uuid4().hex,
+                    ticket_id=created.ticket_id,
+                    dispatch_id=sent.dispatch_id,
+                    grant=True,
+                )
+            )
+        assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert f"under review by approval {approval_id}" in refused.value.details()
+
+        opened = eventually(
+            lambda: live.get(approval_id),
+            lambda a: a.status == A.APPROVAL_STATUS_PENDING,
+            "the review opened",
+            not_yet=lambda error: (
+                isinstance(error, grpc.RpcError) and error.code() == grpc.StatusCode.NOT_FOUND
+            ),
+        )
+        assert (opened.kind, opened.rule, opened.dispatch_id, opened.requested_by) == (
+            "dispatch_extension",
+            "dispatch-review",
+            sent.dispatch_id,
+            "housing-clerk",
+        )
+        assert opened.extension.ToTimedelta() == timedelta(days=5)
+        assert [(d.department, d.role) for d in opened.steps[0].deciders] == [("center", "dispatcher")]
+        with pytest.raises(grpc.RpcError) as not_theirs:
+            live.decide(live.department("housing"), opened, 0)
+        assert not_theirs.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        dispatcher = live.stub(Role.AGENT, "disp-1", titles=["dispatcher"])
+        assert live.decide(dispatcher, opened, 0).status == A.APPROVAL_STATUS_GRANTED
+
+        reviewed = eventually(
+            lambda: next(
+                d
+                for d in center.GetTicket(
+                    tickets_pb.GetTicketRequest(ticket_id=created.ticket_id)
+                ).ticket.dispatches
+                if d.dispatch_id == sent.dispatch_id
+            ),
+            lambda d: not d.review_approval_id,
+            "the grant reviewed the dispatch",
+        )
+        assert reviewed.due_at.ToDatetime(tzinfo=UTC) == wanted
+        assert not reviewed.HasField("requested_due_at")
+    finally:
+        tickets.close()

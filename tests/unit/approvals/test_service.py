@@ -31,15 +31,10 @@ FINANCE = Requester("fin-1", "finance")
 
 
 @pytest.fixture(scope="module")
-def policies(tmp_path_factory: pytest.TempPathFactory):
-    """Version 1 as shipped, and a version 2 in which the team lead alone signs only up to 500."""
-    directory = tmp_path_factory.mktemp("policies")
-    text = (DEFAULT_POLICY_DIR / "approvals-v1.yaml").read_text()
-    (directory / "approvals-v1.yaml").write_text(text)
-    second = text.replace("version: 1", "version: 2").replace("{up_to: 1000}", "{up_to: 500}")
-    second = second.replace("{above: 1000, up_to: 10000}", "{above: 500, up_to: 10000}")
-    (directory / "approvals-v2.yaml").write_text(second)
-    return load_policies(directory, DEFAULT_CALENDARS_DIR)
+def policies():
+    """The shipped versions: in version 2 the team lead alone signs only up to 500, and a department's
+    request for more than three days' more time goes to the duty manager."""
+    return load_policies(DEFAULT_POLICY_DIR, DEFAULT_CALENDARS_DIR)
 
 
 class Center:
@@ -173,6 +168,28 @@ def _ticket_asks(center: Center, kind: str, amount: int) -> None:
         requested_by="agent-7",
         ticket_type=tickets_ev.TICKET_TYPE_COMPLAINT,
     )
+    _ticket_event(center, asked, f"ticket-{kind}")
+
+
+def _department_asks_for_review(
+    center: Center, approval_id: str, kind: str, extension: timedelta | None
+) -> None:
+    asked = tickets_ev.DispatchReviewRequested(
+        ticket_id="t-9",
+        dispatch_id="d-1",
+        department="housing",
+        approval_id=approval_id,
+        kind=kind,
+        reason="waiting for the owners' meeting",
+        requested_by="clerk-3",
+        ticket_type=tickets_ev.TICKET_TYPE_COMPLAINT,
+    )
+    if extension is not None:
+        asked.extension.FromTimedelta(extension)
+    _ticket_event(center, asked, f"review-{approval_id}")
+
+
+def _ticket_event(center: Center, asked, cause: str) -> None:
     envelope = make_envelope(
         asked,
         registry=EventRegistry.of(tickets_ev),
@@ -180,7 +197,7 @@ def _ticket_asks(center: Center, kind: str, amount: int) -> None:
         aggregate_id="t-9",
         aggregate_version=3,
         occurred_at=MONDAY,
-        cause=Cause.request(f"ticket-{kind}"),
+        cause=Cause.request(cause),
     )
     with center.context.store.transaction() as tx:
         center.service.react(envelope, tx)
@@ -200,6 +217,45 @@ def test_a_tickets_request_for_sign_off_opens_an_approval_and_one_the_policy_doe
     assert refused.outcome_reason.startswith("not covered by the policy: kind: 'donation' is not one of")
 
 
+def test_a_dispatch_review_is_chained_by_the_policy_and_a_long_extension_by_its_length(policies) -> None:
+    broker = InMemoryBroker()
+    center = Center(broker, policies)
+    _department_asks_for_review(center, "ap-return", "dispatch_return", None)
+    _department_asks_for_review(center, "ap-ext-v1", "dispatch_extension", timedelta(days=5))
+    under_v1 = center.service.get("ap-ext-v1")
+    assert (under_v1.rule, under_v1.dispatch_id, under_v1.extension_s) == (
+        "dispatch-review",
+        "d-1",
+        5 * 86_400,
+    )
+    assert (under_v1.requested_by, under_v1.requested_by_department) == ("clerk-3", "housing")
+    assert [str(place.decider) for place in under_v1.steps[0].places] == ["center/dispatcher"]
+    assert center.service.get("ap-return").rule == "dispatch-review"
+
+    # Who reviews a long extension is configuration: version 2 sends one over three days elsewhere.
+    replayed, changed = center.service.dry_run(2, MONDAY - timedelta(days=1), MONDAY + timedelta(days=1))
+    assert replayed == 2 and [(r.approval_id, rule) for r, rule in changed] == [
+        ("ap-ext-v1", "dispatch-extension-long")
+    ]
+    center.service.activate(Request("act-2", "fp", "ActivatePolicy"), 2, "admin-1")
+    _department_asks_for_review(center, "ap-ext-long", "dispatch_extension", timedelta(days=5))
+    _department_asks_for_review(center, "ap-ext-short", "dispatch_extension", timedelta(hours=72))
+    long, short = center.service.get("ap-ext-long"), center.service.get("ap-ext-short")
+    assert (long.rule, [str(p.decider) for p in long.steps[0].places]) == (
+        "dispatch-extension-long",
+        ["center/duty_manager"],
+    )
+    assert (short.rule, [str(p.decider) for p in short.steps[0].places]) == (
+        "dispatch-extension-short",
+        ["center/dispatcher"],
+    )
+    [requested] = [
+        e.payload for e in events_of(broker, "ApprovalRequested") if e.payload.approval_id == "ap-ext-long"
+    ]
+    assert requested.dispatch_id == "d-1" and requested.extension.ToTimedelta() == timedelta(days=5)
+    assert not requested.HasField("amount")
+
+
 def test_a_request_state_survives_a_snapshot(policies) -> None:
     broker = InMemoryBroker()
     center = Center(broker, policies)
@@ -210,4 +266,4 @@ def test_a_request_state_survives_a_snapshot(policies) -> None:
 
 
 def test_the_shipped_policies_load(tmp_path: Path) -> None:
-    assert ("approvals", 1) in load_policies()
+    assert {("approvals", 1), ("approvals", 2)} <= set(load_policies())
