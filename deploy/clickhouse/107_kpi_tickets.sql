@@ -79,37 +79,3 @@ SELECT
 FROM ticket_state_intervals FINAL
 WHERE started_at >= {from:DateTime64(3, 'UTC')} AND started_at < {to:DateTime64(3, 'UTC')}
 GROUP BY status;
-
--- kpi_approval_steps(from DateTime64(3, 'UTC'), to DateTime64(3, 'UTC'))
---
--- Approval turnaround per department and step, from approval_step_facts FINAL.
--- Attribution: a step counts by its opened_at, for opened_at in [from, to).
---   steps          = steps opened
---   open_steps     = steps still open (outcome '')
---   decided        = outcome approved or rejected; approved, rejected = each outcome
---   escalated      = steps that ended escalated (outcome escalated)
---   expired        = steps that ended expired (outcome expired)
---   avg_duration_s = sum(duration_s) / closed steps (every outcome but open: the time the step
---                    spent in the department until decided, escalated or expired)
---   p90_duration_s = 90th percentile of duration_s of closed steps, interpolated between the
---                    two nearest values (quantileExactInclusive, like PERCENTILE.INC)
---   approval_rate  = approved / decided
--- Every ratio and the percentile are NULL when there is nothing to divide by.
-CREATE OR REPLACE VIEW kpi_approval_steps AS
-SELECT
-    toString(department) AS department,
-    step,
-    count() AS steps,
-    countIf(outcome = '') AS open_steps,
-    countIf(outcome IN ('approved', 'rejected')) AS decided,
-    countIf(outcome = 'approved') AS approved,
-    countIf(outcome = 'rejected') AS rejected,
-    countIf(outcome = 'escalated') AS escalated,
-    countIf(outcome = 'expired') AS expired,
-    sumIf(duration_s, outcome != '') / nullIf(steps - open_steps, 0) AS avg_duration_s,
-    if(steps = open_steps, NULL, quantileExactInclusiveIf(0.9)(duration_s, outcome != ''))
-        AS p90_duration_s,
-    approved / nullIf(decided, 0) AS approval_rate
-FROM approval_step_facts FINAL
-WHERE opened_at >= {from:DateTime64(3, 'UTC')} AND opened_at < {to:DateTime64(3, 'UTC')}
-GROUP BY department, step;

@@ -1,10 +1,11 @@
 """The KPI service layer: contexts' events folded into facts, written to ClickHouse once per batch.
 
 The consumer runner hands every event to ``KpiProjector.project`` inside the batch's transaction.
-The folds (``projection``, ``tickets``) of the contacts, agents and tickets the batch touched are kept
-for the batch; ``flush`` (the runner's batch hook) writes their fact rows to ClickHouse in one insert
-per table and puts the folds into their changelog tables (``kpi.contacts.v1``, ``kpi.agents.v1``,
-``kpi.tickets.v1``), which commit with the batch's consumed offsets. So:
+The folds (``projection``, ``tickets``, ``approvals``) of the contacts, agents, tickets and approval
+requests the batch touched are kept for the batch; ``flush`` (the runner's batch hook) writes their
+fact rows to ClickHouse in one insert per table and puts the folds into their changelog tables
+(``kpi.contacts.v1``, ``kpi.agents.v1``, ``kpi.tickets.v1``, ``kpi.approvals.v1``), which commit with
+the batch's consumed offsets. So:
 
 - a crash before the commit replays the batch from the committed folds: the same rows again, which
   the ReplacingMergeTree tables (and the insert's deduplication token) keep once;
@@ -13,7 +14,8 @@ per table and puts the folds into their changelog tables (``kpi.contacts.v1``, `
 
 The live board follows the committed folds (a store listener), for the gauges, the wallboard and the
 staffing advice. Folds are forgotten once nothing can change them: a contact an hour after it ended,
-a ticket an hour after it was merged or its reopening window closed (by the read horizon, not the clock).
+a ticket an hour after it was merged or its reopening window closed, an approval request an hour after
+it was granted, rejected, expired or withdrawn (by the read horizon, not the clock).
 """
 
 from __future__ import annotations
@@ -33,7 +35,8 @@ from callcenter.intake.v1 import events_pb2 as intake_events
 from callcenter.routing.v1 import events_pb2 as routing_events
 from callcenter.tickets.v1 import events_pb2 as ticket_events
 
-from services.kpi import projection, tickets
+from services.kpi import approvals, projection, tickets
+from services.kpi.approvals import REQUEST, ApprovalFold
 from services.kpi.projection import AGENT, AgentFold, ContactFold, QueueFold, Row
 from services.kpi.store import KpiStoreError
 from services.kpi.tickets import TICKET, TicketFold
@@ -45,9 +48,16 @@ from services.platform.eventstore import AggregateKind, EventStore, Transaction
 log = logging.getLogger(__name__)
 
 CONTACTS, AGENTS, QUEUES, TICKETS = "KpiContact", "KpiAgent", "KpiQueue", "KpiTicket"
+APPROVALS = "KpiApproval"
 CONTACTS_TOPIC, AGENTS_TOPIC, QUEUES_TOPIC = "kpi.contacts.v1", "kpi.agents.v1", "kpi.queues.v1"
-TICKETS_TOPIC = "kpi.tickets.v1"
-REACTS_TO = ("contacts.events.v1", "routing.events.v1", "agents.events.v1", "tickets.events.v1")
+TICKETS_TOPIC, APPROVALS_TOPIC = "kpi.tickets.v1", "kpi.approvals.v1"
+REACTS_TO = (
+    "contacts.events.v1",
+    "routing.events.v1",
+    "agents.events.v1",
+    "tickets.events.v1",
+    "approvals.events.v1",
+)
 
 # Fact tables in the order a batch writes them.
 TABLES = (
@@ -58,24 +68,27 @@ TABLES = (
     "ticket_facts",
     "dispatch_facts",
     "ticket_state_intervals",
+    "approval_step_facts",
 )
 
 
 def registry() -> EventRegistry:
-    """Every event the KPIs read (approvals too, though no fact is drawn from them yet)."""
+    """Every event the KPIs read."""
     return EventRegistry.of(intake_events, routing_events, agent_events, ticket_events, approval_events)
 
 
 def kinds(
-    topics: tuple[str, ...] = (CONTACTS_TOPIC, AGENTS_TOPIC, QUEUES_TOPIC, TICKETS_TOPIC),
+    topics: tuple[str, ...] = (CONTACTS_TOPIC, AGENTS_TOPIC, QUEUES_TOPIC, TICKETS_TOPIC, APPROVALS_TOPIC),
 ) -> list[AggregateKind[Any]]:
     """The folds' changelog tables, one per topic given, in this order: contacts, agents, queues,
-    tickets (other ``topics`` keep a benchmark's folds apart; one naming three keeps no tickets)."""
+    tickets, approvals (other ``topics`` keep a benchmark's folds apart; one naming three keeps no
+    tickets and no approvals)."""
     tables = [
         (CONTACTS, ContactFold),
         (AGENTS, AgentFold),
         (QUEUES, QueueFold),
         (TICKETS, TicketFold),
+        (APPROVALS, ApprovalFold),
     ]
     return [
         AggregateKind.table(name, fold, topic, *dataclass_codec(fold))
@@ -97,6 +110,8 @@ class _Batch:
     tickets: dict[str, TicketFold] = field(default_factory=dict)
     # Each ticket's version when the batch first folded it: its dispatches changed after it are written.
     ticket_base: dict[str, int] = field(default_factory=dict)
+    approvals: dict[str, ApprovalFold] = field(default_factory=dict)
+    approval_base: dict[str, int] = field(default_factory=dict)  # as ticket_base, for step stints
     rows: dict[str, dict[str, Row]] = field(default_factory=lambda: {table: {} for table in TABLES})
 
     def add(self, table: str, key: str, row: Row) -> None:
@@ -123,7 +138,7 @@ class KpiProjector:
         self._batch: _Batch | None = None
         self.board = LiveBoard()
         self._ended: OrderedDict[str, datetime] = OrderedDict()
-        self._settled: list[tuple[datetime, str]] = []  # (forget_after, ticket id), a heap
+        self._settled: list[tuple[datetime, str, str]] = []  # (forget_after, fold kind, key), a heap
         self._settled_lock = threading.Lock()  # the store's listener pushes, the batch hook pops
         store.add_listener(self._committed)
         self.rows_written = 0
@@ -142,6 +157,9 @@ class KpiProjector:
             self._fold_agent(batch, envelope)
         if envelope.aggregate_type == TICKET:
             self._fold_ticket(batch, envelope)
+            return
+        if envelope.aggregate_type == REQUEST:
+            self._fold_approval(batch, envelope)
             return
         contact_id = projection.contact_of(envelope)
         if contact_id:
@@ -164,6 +182,12 @@ class KpiProjector:
             for fact in tickets.dispatch_rows(ticket, batch.ticket_base[ticket_id]):
                 batch.add("dispatch_facts", fact["dispatch_fact_id"], fact)
             tx.put(TICKETS, ticket_id, ticket)
+        for approval_id, approval in batch.approvals.items():
+            if approval.requested_at is None:
+                continue  # an event of a request forgotten long ago (or never requested)
+            for fact in approvals.step_rows(approval, batch.approval_base[approval_id]):
+                batch.add("approval_step_facts", fact["step_fact_id"], fact)
+            tx.put(APPROVALS, approval_id, approval)
         try:
             for table in TABLES:
                 rows = list(batch.rows[table].values())
@@ -215,6 +239,15 @@ class KpiProjector:
         for row in rows:
             batch.add("ticket_state_intervals", row["interval_id"], row)
 
+    def _fold_approval(self, batch: _Batch, envelope: Envelope) -> None:
+        approval_id = envelope.aggregate_id
+        before = batch.approvals.get(approval_id) or batch.tx.load(APPROVALS, approval_id).state
+        after = approvals.fold_approval(before, envelope)
+        if after is before:
+            return
+        batch.approval_base.setdefault(approval_id, before.version)
+        batch.approvals[approval_id] = after
+
     def _skill_group_of(self, agent_id: str) -> str:
         batch = self._batch
         agent = batch.agents.get(agent_id) if batch is not None else None
@@ -230,9 +263,9 @@ class KpiProjector:
             self.board.agent(state)
         elif kind.name == QUEUES:
             self.board.configure(key, list(state.skills))
-        elif kind.name == TICKETS and state.forget_after is not None:
+        elif kind.name in (TICKETS, APPROVALS) and state.forget_after is not None:
             with self._settled_lock:
-                heapq.heappush(self._settled, (state.forget_after, key))
+                heapq.heappush(self._settled, (state.forget_after, kind.name, key))
 
     def _forget_ended(self, tx: Transaction) -> None:
         """Drop the folds of contacts over for longer than the retention (a wrap-up left open: twice)."""
@@ -253,8 +286,9 @@ class KpiProjector:
             self._ended[contact_id] = ended_at
 
     def _forget_settled(self, batch: _Batch) -> None:
-        """Drop the folds of tickets settled (merged, or closed past their reopening window) for longer
-        than the retention. A ticket reopened since it was queued here is kept: its fold says so."""
+        """Drop the folds of tickets settled (merged, or closed past their reopening window) and of
+        approval requests ended for longer than the retention. A ticket reopened since it was queued
+        here is kept: its fold says so."""
         now = self._read_horizon()
         if now is None:
             return
@@ -262,10 +296,11 @@ class KpiProjector:
         with self._settled_lock:
             while self._settled and self._settled[0][0] <= now - self._retention:
                 due.append(heapq.heappop(self._settled))
-        for forget_after, ticket_id in due:
-            fold = batch.tickets.get(ticket_id) or self._store.load(TICKETS, ticket_id).state
+        for forget_after, name, key in due:
+            in_batch: dict[str, Any] = batch.tickets if name == TICKETS else batch.approvals
+            fold = in_batch.get(key) or self._store.load(name, key).state
             if fold.forget_after == forget_after:
-                batch.tx.delete(TICKETS, ticket_id)
+                batch.tx.delete(name, key)
 
 
 @dataclass(frozen=True)

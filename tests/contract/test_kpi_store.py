@@ -11,7 +11,7 @@ import pytest
 from services.kpi.store import KpiStore, KpiStoreError, open_kpi_store
 from services.platform.settings import ClickHouseSettings
 from tests.support.embedded_clickhouse import drop_database, unique_database
-from tests.unit.kpi.facts import NINE, queue_visit
+from tests.unit.kpi.facts import NINE, approval_step, closed_approval_step, queue_visit
 
 SCHEMA_TABLES = {
     "contact_facts",
@@ -107,6 +107,17 @@ def test_a_batch_of_closed_agent_intervals_with_empty_labels_is_read_back_whole(
     assert kpi_store.insert("agent_state_intervals", batch) == len(batch)
 
     assert stored_rows(kpi_store, "agent_state_intervals") == len(batch)
+
+
+def test_approval_step_stints_are_read_back_at_their_newest_version(kpi_store: KpiStore) -> None:
+    paused = approval_step("r1", version=3, paused_since=NINE + timedelta(minutes=5), info_requests=1)
+    backup = closed_approval_step("r2", "approved", 90.5, stint=1, department="legal", paused_s=12.25)
+    kpi_store.insert("approval_step_facts", [paused, backup])
+    kpi_store.insert("approval_step_facts", [approval_step("r1", version=2)])
+
+    rows = kpi_store.query("SELECT * FROM approval_step_facts FINAL ORDER BY step_fact_id")
+
+    assert rows == [paused, backup]
 
 
 def test_retried_batch_changes_no_count(kpi_store: KpiStore) -> None:

@@ -1,4 +1,5 @@
-"""Hand-made envelopes of intake, routing and agents for the KPI projection tests (tickets: ticket_events).
+"""Hand-made envelopes of intake, routing and agents for the KPI projection tests (tickets: ticket_events;
+approvals: approval_events).
 
 A ``Stream`` numbers one aggregate's events from 1, as its event store would; times are seconds after
 ``T0``. ``answered_call`` is the reference contact: every context's events of one answered call.
@@ -16,6 +17,7 @@ from callcenter.routing.v1 import events_pb2 as routing_ev
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.message import Message
 
+from services.kpi.approvals import REQUEST
 from services.kpi.handlers import registry
 from services.kpi.projection import AGENT, CONTACT, QUEUE, QUEUE_ENTRY
 from services.kpi.tickets import TICKET
@@ -34,6 +36,7 @@ TOPIC_OF = {
     QUEUE: "routing.events.v1",
     AGENT: "agents.events.v1",
     TICKET: "tickets.events.v1",
+    REQUEST: "approvals.events.v1",
 }
 
 

@@ -169,25 +169,53 @@ def ticket(ticket_id: str, version: int = 1, **changes: Any) -> dict[str, Any]:
     return fact | changes
 
 
-def approval_step(request_id: str, step: int = 1, version: int = 1, **changes: Any) -> dict[str, Any]:
-    """An approval_step_facts row; by default an open finance step opened at 09:00."""
+def approval_step(
+    request_id: str, step: int = 1, version: int = 1, stint: int = 0, **changes: Any
+) -> dict[str, Any]:
+    """An approval_step_facts row; by default the open first stint of a refund's finance step, opened
+    at 09:00 with an hour to decide."""
     fact = {
-        "step_fact_id": f"{request_id}:{step}",
+        "step_fact_id": f"{request_id}:{step}:{stint}",
         "request_id": request_id,
         "ticket_id": f"ticket-of-{request_id}",
-        "chain": "refund",
+        "kind": "refund",
+        "rule": "refund-medium",
+        "policy_id": "default",
+        "policy_version": 1,
         "step": step,
+        "step_name": "finance",
+        "stint": stint,
         "department": "finance",
         "opened_at": NINE,
-        "deadline_at": None,
-        "decided_at": None,
+        "deadline_at": NINE + timedelta(hours=1),
+        "paused_since": None,
+        "ended_at": None,
         "duration_s": 0.0,
+        "paused_s": 0.0,
+        "info_requests": 0,
         "reminders": 0,
-        "escalations": 0,
+        "within_deadline": False,
         "outcome": "",
         "version": version,
     }
     return fact | changes
+
+
+def closed_approval_step(
+    request_id: str, outcome: str, duration_s: float, within_deadline: bool | None = None, **changes: Any
+) -> dict[str, Any]:
+    """An approval step stint that ended ``duration_s`` after it opened at 09:00 (no pause), in time
+    when decided within its hour unless ``within_deadline`` says otherwise."""
+    decided = outcome in ("approved", "rejected")
+    within = decided and duration_s <= 3600 if within_deadline is None else within_deadline
+    ended = {
+        "outcome": outcome,
+        "ended_at": NINE + timedelta(seconds=duration_s),
+        "duration_s": duration_s,
+        "within_deadline": within,
+        "version": 3,
+    }
+    return approval_step(request_id, **(ended | changes))
 
 
 def dispatch(ticket_id: str, dispatch_id: str = "d1", version: int = 1, **changes: Any) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from tests.unit.kpi.facts import (
     answered_visit,
     approval_step,
     at,
+    closed_approval_step,
     completed_dispatch,
     contact_arrival,
     dispatch,
@@ -215,8 +216,10 @@ def insert_facts(store: KpiStore) -> None:
     store.insert(
         "approval_step_facts",
         [
-            approval_step("r1", version=2, outcome="approved", decided_at=at(minutes=30), duration_s=1800.0),
-            approval_step("r2", step=2, department="legal"),
+            closed_approval_step("r1", "approved", 1800.0),
+            closed_approval_step("r3", "escalated", 3600.0, step=2),
+            approval_step("r3", step=2, stint=1, department="legal", opened_at=at(minutes=60)),
+            approval_step("r2", step=2, department="legal", paused_since=at(minutes=10), info_requests=1),
         ],
     )
 

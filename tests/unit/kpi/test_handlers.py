@@ -10,8 +10,11 @@ from datetime import datetime, timedelta
 from callcenter.routing.v1 import events_pb2 as routing_ev
 from callcenter.tickets.v1 import events_pb2 as ticket_ev
 
+from services.approvals.domain import REQUEST_INFO
 from services.kpi.handlers import (
     AGENTS,
+    APPROVALS,
+    APPROVALS_TOPIC,
     CONTACTS,
     CONTACTS_TOPIC,
     REACTS_TO,
@@ -29,6 +32,7 @@ from services.platform.envelope import Envelope, encode
 from services.platform.eventstore import EventStore, LogWriteFailed, OutgoingRecord
 from tests.support.center import T0, Clock
 from tests.support.memory import InMemoryBroker, InMemoryEventLog, InMemorySource, InterleavedSource
+from tests.unit.kpi.approval_events import FINANCE, LEAD, LEGAL, ApprovalStory, h
 from tests.unit.kpi.events import (
     STATE,
     TOPIC_OF,
@@ -66,6 +70,7 @@ KEYS = {
     "ticket_facts": "ticket_id",
     "dispatch_facts": "dispatch_fact_id",
     "ticket_state_intervals": "interval_id",
+    "approval_step_facts": "step_fact_id",
 }
 
 
@@ -154,6 +159,9 @@ class Kpi:
 
     def knows_ticket(self, ticket_id: str) -> bool:
         return self.store.load(TICKETS, ticket_id).exists
+
+    def knows_approval(self, approval_id: str) -> bool:
+        return self.store.load(APPROVALS, approval_id).exists
 
 
 def agent_a1_before(call: Call) -> list[Envelope]:
@@ -667,3 +675,117 @@ def test_an_event_of_a_forgotten_ticket_writes_no_fact_and_keeps_no_fold() -> No
     assert not kpi.knows_ticket("t-1")
     assert len(kpi.sink.inserts) == written
     assert kpi.sink.final("ticket_facts")["t-1"]["csat_score"] is None
+
+
+# approvals ----------------------------------------------------------------------------------------
+
+SMALL, LARGE = 80_000, 2_000_000  # 800 CNY: the team lead alone; 20,000: lead, finance, legal
+
+
+def finance_asks_for_information() -> ApprovalStory:
+    story = ApprovalStory()
+    story.requested(LARGE)
+    story.decided(LEAD, at=1)
+    story.decided(FINANCE, REQUEST_INFO, at=2)
+    return story
+
+
+def test_an_approval_requests_events_write_its_step_facts_once_per_batch() -> None:
+    kpi, story = Kpi(clock=Clock(h(0))), finance_asks_for_information()
+
+    kpi.run(*story.events)
+
+    assert kpi.sink.tables() == ["approval_step_facts"]
+    facts = kpi.sink.final("approval_step_facts")
+    assert [(key, row["outcome"], row["paused_since"]) for key, row in sorted(facts.items())] == [
+        ("ap-1:0:0", "approved", None),
+        ("ap-1:1:0", "", h(2)),
+    ]
+    assert kpi.store.load(APPROVALS, "ap-1").state.version == len(story.events)
+
+
+def test_a_later_batch_rewrites_only_the_stints_its_events_changed() -> None:
+    kpi, story = Kpi(clock=Clock(h(0))), finance_asks_for_information()
+    kpi.run(*story.events)
+    written = len(kpi.sink.inserts)
+
+    kpi.run(*story.info_provided(at=3))
+
+    later = dict(kpi.sink.inserts[written:])
+    assert [(row["step_fact_id"], row["paused_s"]) for row in later["approval_step_facts"]] == [
+        ("ap-1:1:0", 3600.0)
+    ]
+
+
+def test_an_approval_event_delivered_again_writes_nothing() -> None:
+    kpi, story = Kpi(clock=Clock(h(0))), finance_asks_for_information()
+    kpi.run(*story.events)
+    written = len(kpi.sink.inserts)
+
+    kpi.run(*story.events[2:])
+
+    assert len(kpi.sink.inserts) == written
+
+
+def test_the_approval_folds_survive_a_restart_and_later_events_continue_the_facts() -> None:
+    story = finance_asks_for_information()
+    first = len(story.events)
+    story.info_provided(at=3)
+    story.decided(FINANCE, at=4)
+    story.decided(LEGAL, at=5)
+    kpi = Kpi(clock=Clock(h(0)))
+    kpi.run(*story.events[:first])
+
+    restarted = kpi.restarted(ListSink())
+    restarted.run(*story.events[first:])
+
+    expected = reference(story.events[:first], story.events[first:]).final("approval_step_facts")
+    merged = {**kpi.sink.final("approval_step_facts"), **restarted.sink.final("approval_step_facts")}
+    assert merged == expected
+    assert [row["outcome"] for _, row in sorted(merged.items())] == ["approved"] * 3
+
+
+def test_an_ended_request_is_forgotten_once_the_retention_is_over() -> None:
+    kpi, story = Kpi(clock=Clock(h(0))), ApprovalStory()
+    story.requested(SMALL)
+    story.decided(LEAD, at=1)  # granted at 1 h
+    kpi.run(*story.events)
+
+    kpi.clock.now = h(1) + timedelta(minutes=59)
+    kpi.run(*ApprovalStory("ap-2").requested(SMALL, at=1.9))
+    kept = kpi.knows_approval("ap-1")
+    kpi.clock.now = h(2) + timedelta(seconds=1)
+    kpi.run(*ApprovalStory("ap-3").requested(SMALL, at=2))
+
+    assert kept
+    assert not kpi.knows_approval("ap-1")
+    assert kpi.knows_approval("ap-2") and kpi.knows_approval("ap-3")
+    changelog = [record for record in kpi.broker.records(APPROVALS_TOPIC) if record.key == b"ap-1"]
+    assert changelog[-1].value is None, "a tombstone on the changelog"
+    assert not kpi.restarted().knows_approval("ap-1")
+
+
+def test_a_pending_request_is_kept_however_long_it_waits() -> None:
+    kpi, story = Kpi(clock=Clock(h(0))), finance_asks_for_information()
+    kpi.run(*story.events)
+
+    kpi.clock.now = h(24 * 30)
+    kpi.run(*ApprovalStory("ap-2").requested(SMALL, at=24 * 30))
+
+    assert kpi.knows_approval("ap-1")
+
+
+def test_an_event_of_a_forgotten_request_writes_no_fact_and_keeps_no_fold() -> None:
+    kpi, story = Kpi(clock=Clock(h(0))), ApprovalStory()
+    story.requested(SMALL)
+    story.withdrawn(at=1)
+    kpi.run(*story.events)
+    kpi.clock.now = h(3)
+    kpi.run(*ApprovalStory("ap-2").requested(SMALL, at=3))
+    written = len(kpi.sink.inserts)
+
+    kpi.run(*story.events[1:])  # redelivered long after, from the opened step on
+
+    assert not kpi.knows_approval("ap-1")
+    assert len(kpi.sink.inserts) == written
+    assert kpi.sink.final("approval_step_facts")["ap-1:0:0"]["outcome"] == "withdrawn"

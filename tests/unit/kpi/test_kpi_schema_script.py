@@ -9,7 +9,7 @@ import pytest
 from services.kpi.store import KpiStoreError, open_kpi_store, split_statements
 from services.platform.settings import ClickHouseSettings
 from tests.support.embedded_clickhouse import drop_database
-from tests.unit.kpi.facts import read_view, ticket
+from tests.unit.kpi.facts import approval_step, read_view, ticket
 
 
 def test_script_splits_on_semicolons_between_statements() -> None:
@@ -70,5 +70,41 @@ def test_a_ticket_facts_table_made_before_the_ticket_projection_takes_its_column
             assert read_view(store, "kpi_tickets", "department")[0]["open_backlog"] == 1
             with pytest.raises(KpiStoreError, match="status_is_known"):
                 store.insert("ticket_facts", [ticket("t2", status="open")])
+        finally:
+            drop_database(store)
+
+
+# The approval_step_facts table as deploy/clickhouse/004_approval_step_facts.sql made it before the
+# approvals projection (one row per step; nothing ever wrote it).
+APPROVAL_STEP_FACTS_BEFORE = """
+CREATE TABLE approval_step_facts
+(
+    step_fact_id String, request_id String, ticket_id String, chain LowCardinality(String), step UInt16,
+    department LowCardinality(String), opened_at DateTime64(3, 'UTC'),
+    deadline_at Nullable(DateTime64(3, 'UTC')), decided_at Nullable(DateTime64(3, 'UTC')),
+    duration_s Float64, reminders UInt16, escalations UInt16, outcome LowCardinality(String),
+    version UInt64,
+    CONSTRAINT outcome_is_known CHECK outcome IN ('', 'approved', 'rejected', 'escalated', 'expired')
+)
+ENGINE = ReplacingMergeTree(version) PARTITION BY toYYYYMM(opened_at) ORDER BY step_fact_id
+"""
+
+
+def test_an_approval_step_facts_table_made_before_the_approvals_projection_takes_its_stint_columns(
+    embedded_kpi_settings: ClickHouseSettings, tmp_path: Path
+) -> None:
+    with open_kpi_store(embedded_kpi_settings, schema_dir=tmp_path) as before:
+        before.apply_schema()
+        before.command(APPROVAL_STEP_FACTS_BEFORE)
+    with open_kpi_store(embedded_kpi_settings) as store:
+        try:
+            store.apply_schema()
+            store.apply_schema()
+
+            store.insert("approval_step_facts", [approval_step("r1", outcome="withdrawn", version=2)])
+            [row] = read_view(store, "kpi_approval_steps", "department")
+            assert (row["kind"], row["withdrawn"]) == ("refund", 1)
+            with pytest.raises(KpiStoreError, match="outcome_is_known"):
+                store.insert("approval_step_facts", [approval_step("r2", outcome="cancelled")])
         finally:
             drop_database(store)

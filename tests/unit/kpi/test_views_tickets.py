@@ -1,12 +1,12 @@
-"""Ticket, approval and live views (kpi_tickets, kpi_ticket_states, kpi_approval_steps, live_gauges_now,
-staffing_advice_now)."""
+"""Ticket and live views (kpi_tickets, kpi_ticket_states, live_gauges_now, staffing_advice_now); the
+approval views are in test_views_approvals."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from services.kpi.store import KpiStore
-from tests.unit.kpi.facts import approval_step, at, project, read_view, state_visit, ticket
+from tests.unit.kpi.facts import at, project, read_view, state_visit, ticket
 
 
 def test_ticket_backlog_sla_and_reopen_rate(embedded_kpi_store: KpiStore) -> None:
@@ -188,68 +188,6 @@ def test_ticket_ratios_without_a_denominator_are_null(embedded_kpi_store: KpiSto
         "avg_resolution_s": None,
         "reopen_rate": None,
     }
-
-
-def closed_step(request_id: str, outcome: str, duration_s: float) -> dict[str, Any]:
-    return approval_step(
-        request_id,
-        step=2,
-        version=2,
-        outcome=outcome,
-        duration_s=duration_s,
-        decided_at=at(seconds=duration_s),
-    )
-
-
-def test_approval_steps_turnaround_and_outcomes(embedded_kpi_store: KpiStore) -> None:
-    embedded_kpi_store.insert(
-        "approval_step_facts",
-        [
-            closed_step("r1", "approved", 100.0),
-            closed_step("r2", "approved", 200.0),
-            closed_step("r3", "approved", 300.0),
-            closed_step("r4", "rejected", 400.0),
-            closed_step("r5", "expired", 500.0),
-            closed_step("r6", "escalated", 600.0),
-            approval_step("r7", step=2),
-            approval_step("r8", step=1, department="legal"),
-            closed_step("late", "approved", 100.0) | {"opened_at": at(minutes=60)},
-        ],
-    )
-    embedded_kpi_store.insert("approval_step_facts", [approval_step("r1", step=2, version=1)])
-
-    rows = read_view(embedded_kpi_store, "kpi_approval_steps", "department, step")
-
-    assert rows == [
-        {
-            "department": "finance",
-            "step": 2,
-            "steps": 7,
-            "open_steps": 1,  # r7; r1's open version 1 is older
-            "decided": 4,  # approved or rejected
-            "approved": 3,
-            "rejected": 1,
-            "escalated": 1,
-            "expired": 1,
-            "avg_duration_s": 350.0,  # (100 + 200 + 300 + 400 + 500 + 600) / 6 closed
-            "p90_duration_s": 550.0,  # rank 0.9 * (6 - 1) = 4.5: halfway from 500 to 600
-            "approval_rate": 0.75,  # 3 / 4
-        },
-        {
-            "department": "legal",
-            "step": 1,
-            "steps": 1,
-            "open_steps": 1,
-            "decided": 0,
-            "approved": 0,
-            "rejected": 0,
-            "escalated": 0,
-            "expired": 0,
-            "avg_duration_s": None,
-            "p90_duration_s": None,
-            "approval_rate": None,
-        },
-    ]
 
 
 def test_live_gauges_now_holds_the_newest_measurement(embedded_kpi_store: KpiStore) -> None:

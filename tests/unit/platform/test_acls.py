@@ -26,7 +26,10 @@ SERVICES = {
     "intake": ({intake.EVENTS_TOPIC, intake.SNAPSHOTS_TOPIC}, set(intake.REACTS_TO)),
     "routing": ({routing.EVENTS_TOPIC, routing.SNAPSHOTS_TOPIC, routing.SEATS_TOPIC}, set(routing.REACTS_TO)),
     "agents": ({agents.EVENTS_TOPIC, agents.SNAPSHOTS_TOPIC}, set(agents.REACTS_TO)),
-    "kpi": ({kpi.CONTACTS_TOPIC, kpi.AGENTS_TOPIC, kpi.QUEUES_TOPIC, kpi.TICKETS_TOPIC}, set(kpi.REACTS_TO)),
+    "kpi": (
+        {kpi.CONTACTS_TOPIC, kpi.AGENTS_TOPIC, kpi.QUEUES_TOPIC, kpi.TICKETS_TOPIC, kpi.APPROVALS_TOPIC},
+        set(kpi.REACTS_TO),
+    ),
     "tickets": ({tickets.EVENTS_TOPIC, tickets.SNAPSHOTS_TOPIC, MEMBERS_TOPIC}, set(tickets.REACTS_TO)),
 }
 
