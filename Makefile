@@ -87,6 +87,7 @@ bench: kafka-up
 	PYTHONPATH=$(CURDIR) $(PY) load-tests/bench_kpi_runtime.py --events 20000
 	PYTHONPATH=$(CURDIR) $(PY) load-tests/bench_kpi_pipeline.py --rate 50 --rate 200 --rate 400 --rate 600 --seconds 20
 	$(PY) load-tests/bench_tickets.py --events 1000000
+	$(PY) load-tests/bench_approvals.py --requests 300
 
 erlang-check: setup kafka-up
 	$(PY) load-tests/check_erlang_c.py --start-services --minutes 15
