@@ -65,7 +65,7 @@ def _mapped(envelope: Envelope, tx: Transaction | None) -> Iterator[tuple[str, s
             step = approval.steps[event.step_index]
             for department in sorted({step.places[n].decider.department for n in step.open_places}):
                 yield from _to(
-                    department, "deadline_missed", _missed(approval, event.step_index, department, None)
+                    department, "deadline_missed", _missed(approval, department, event.missed_deadline)
                 )
     outcome = _OUTCOMES.get(envelope.event_type)
     if outcome is not None:

@@ -185,6 +185,20 @@ def test_a_step_without_a_backup_expires(live: LiveApprovals) -> None:
         lambda: live.get(approval.approval_id), lambda a: a.status == A.APPROVAL_STATUS_EXPIRED, "expired"
     )
     assert expired.ended_at.ToDatetime(tzinfo=UTC) >= opened.steps[2].deadline.ToDatetime(tzinfo=UTC)
+    # Legal hears it let the deadline pass, on the public topic and in its inbox, and the outcome.
+    for topic in ("workflow.public.v1", "dept.legal.inbox.v1"):
+        found = eventually(
+            lambda topic=topic: [
+                m
+                for m in read_topic(live.broker.client_config(), topic)
+                if m.subject_id == approval.approval_id
+            ],
+            lambda found: {m.WhichOneof("event") for m in found} >= {"deadline_missed", "approval_concluded"},
+            f"the expiry on {topic}",
+        )
+        [missed] = [m.deadline_missed for m in found if m.WhichOneof("event") == "deadline_missed"]
+        assert (missed.department, missed.clock) == ("legal", "approval_step")
+        assert missed.due_at == opened.steps[2].deadline
 
 
 def test_more_information_asked_and_given(live: LiveApprovals) -> None:
