@@ -5,13 +5,16 @@ facts the center recorded are checked against what happened (``faults/facts.py``
     python load-tests/chaos.py --fast             # the ones CI runs
     python load-tests/chaos.py --only broker-kill-under-load --only duplicate-requests
 
-The system is this run's own (``faults/system.py``): a broker, the ClickHouse stand-in and the five
+The system is this run's own (``faults/system.py``): a broker, the ClickHouse stand-in and the six
 services as processes on loopback ports of their own, under ``.data/chaos``. Its anchor is Kafka's
 transactions system test: messages copied through transactions while brokers and copiers are
 hard-bounced, then no duplicates and equal sets. Here the copiers are the services, the messages a
 simulated day of contacts, and the sets the facts of each contact at each place it is recorded.
 The tickets scenarios also play tickets (``faults/tickets.py``): created, dispatched to departments,
 accepted and completed, each fact checked on the tickets' topic, the public topic and the inboxes.
+The approvals scenarios play approvals (``faults/approvals.py``): asked for by tickets and directly,
+decided step by step by each step's deciders, each fact checked on the approvals' topic, the public
+topic, the inboxes and the tickets that asked.
 The table gives, per scenario: facts expected, seen, lost, doubled, misrecorded, and the recovery.
 It exits 1 if any fact is lost, doubled or misrecorded, or a scenario failed to run.
 """
@@ -35,6 +38,8 @@ from typing import Any
 import grpc
 from callcenter.agents.v1 import service_pb2 as agents_pb
 from callcenter.agents.v1 import service_pb2_grpc as agents_grpc
+from callcenter.approvals.v1 import service_pb2 as approvals_pb
+from callcenter.approvals.v1 import service_pb2_grpc as approvals_grpc
 from callcenter.common.v1.envelope_pb2 import EventEnvelope
 from callcenter.intake.v1 import service_pb2 as intake_pb
 from callcenter.intake.v1 import service_pb2_grpc as intake_grpc
@@ -47,6 +52,8 @@ from callcenter.tickets.v1 import service_pb2 as tickets_pb
 from callcenter.tickets.v1 import service_pb2_grpc as tickets_grpc
 from confluent_kafka import KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient
+from faults import approvals as approval_faults
+from faults.approvals import ApprovalDesk, compare_approvals, read_approvals
 from faults.facts import Check, compare, kpi_visit_rows, read_logs
 from faults.observe import Tail
 from faults.system import NAMES, System
@@ -57,8 +64,8 @@ from faults.tickets import (
     dead_letters,
     read_tickets,
     reasons,
-    write_poison,
 )
+from faults.tickets import write_poison as write_tickets_poison
 from rich.console import Console
 from rich.table import Table
 from simulator.callers import CallerChannel
@@ -67,7 +74,7 @@ from simulator.measure import CpuShares, describe, percentile
 from simulator.scenario import QueuePlan, Scenario, steady
 
 from services.platform import broker
-from services.platform.settings import DEFAULT_DATA_DIR, GrpcSettings
+from services.platform.settings import DEFAULT_DATA_DIR, GrpcSettings, KafkaSettings
 from services.platform.topics import ensure_topics, load_topic_specs
 
 DAY = replace(
@@ -94,6 +101,9 @@ RETRY_FOR_S = 120.0
 # The tickets scenarios: a few dozen tickets over a lighter day of calls, which goes on beside them.
 TICKETS = 36
 TICKETS_DAY = replace(DAY, duration_s=60.0, peak_arrivals_per_s=0.6)
+# The approvals scenarios: a few dozen approvals (three in five asked for by tickets) over the same day.
+APPROVALS = 30
+APPROVALS_DAY = TICKETS_DAY
 FAST_DAY_S = 30.0
 GRACE_S = GrpcSettings().grace_period_s  # what each service is given to stop on SIGTERM
 
@@ -115,6 +125,8 @@ class Run:
     # The tickets scenarios' desk and departments, and the poison records written meanwhile.
     desk: TicketDesk | None = None
     poisons: list[Poison] = field(default_factory=list)
+    # The approvals scenarios' requesters and deciders.
+    approvals: ApprovalDesk | None = None
 
     def say(self, text: str) -> None:
         self.recovery.append(text)
@@ -137,6 +149,8 @@ class Fault:
     workers: int = 32
     # Ticket lifecycles played over the day alongside the calls (faults/tickets.py); 0: none.
     tickets: int = 0
+    # Approval lifecycles played over the day alongside the calls (faults/approvals.py); 0: none.
+    approvals: int = 0
 
 
 @dataclass
@@ -146,6 +160,7 @@ class Row:
     checks: list[Check]
     recovery: list[str]
     error: str = ""
+    took_s: float = 0.0  # the scenario from its setup to its facts checked
 
 
 # The faults ---------------------------------------------------------------------------------------
@@ -158,7 +173,8 @@ def broker_kill(down_s: float) -> Callable[[Run], None]:
         killed_for = time.monotonic()
         ready = run.system.start_broker()
         run.say(f"broker back in {ready - killed_for:.1f} s (JVM start and log recovery)")
-        for name in ("routing", "agents", "intake", "kpi", *(("tickets",) if run.desk else ())):
+        played = (*(("tickets",) if run.desk else ()), *(("approvals",) if run.approvals else ()))
+        for name in ("routing", "agents", "intake", "kpi", *played):
             after = run.tail.first_after(name, ready)
             run.say(f"{name} {_seconds(after)} after")
 
@@ -242,37 +258,51 @@ def poison(run: Run) -> None:
         run.say(f"{name} serving {serving - died:.1f} s after kill -9 with {listed} record(s) quarantined")
 
 
-def poison_tickets(run: Run) -> None:
-    """Records that are not events of ours where the tickets service consumes: agents' topic (its
-    reaction to wrap-ups) and its own (its publisher). Each must be dead-lettered with its reason
-    while the same process goes on serving; then it is killed and must start again over its own
-    topic's poison, quarantining it."""
-    system = run.system
-    pid, exits = system.pid("tickets"), len(system.exits)
-    run.poisons.extend(write_poison(system.kafka, run.sim.run_id))
-    written = time.monotonic()
-    while True:
-        check = dead_letters(system.kafka, run.poisons)
-        if check.clean or time.monotonic() - written > RETRY_FOR_S:
-            break
-        time.sleep(1.0)
-    took = time.monotonic() - written
-    stopped = system.pid("tickets") != pid or any(name == "tickets" for name, _ in system.exits[exits:])
-    first = run.tail.first_after("tickets", written)
-    run.say(
-        f"{len(run.poisons)} poison records, {check.seen} dead-lettered in {took:.1f} s by the process that "
-        f"read them ({'it stopped' if stopped else 'it went on'}; next decision {_seconds(first)} after)"
-    )
-    if stopped:
-        raise AssertionError("the tickets service stopped over poison records")
-    died = time.monotonic()
-    system.kill("tickets")
-    system.restart("tickets")
-    serving = system.wait_serving("tickets")
-    for what, reason in sorted(reasons(system.kafka, run.poisons).items()):
-        print(f"    dead-lettered {what}: {reason}", flush=True)
-    listed = _quarantined(system, "tickets")
-    run.say(f"tickets serving {serving - died:.1f} s after kill -9 with {listed} record(s) quarantined")
+def poison_where_it_consumes(
+    service: str, write: Callable[[KafkaSettings, str], list[Poison]]
+) -> Callable[[Run], None]:
+    """Records that are not events of ours where ``service`` consumes (``write`` places them). Each
+    must be dead-lettered with its reason while the same process goes on serving; then it is killed
+    and must start again over its own topic's poison, quarantining it."""
+
+    def inject(run: Run) -> None:
+        system = run.system
+        pid, exits = system.pid(service), len(system.exits)
+        run.poisons.extend(write(system.kafka, run.sim.run_id))
+        written = time.monotonic()
+        while True:
+            check = dead_letters(system.kafka, run.poisons)
+            if check.clean or time.monotonic() - written > RETRY_FOR_S:
+                break
+            time.sleep(1.0)
+        took = time.monotonic() - written
+        stopped = system.pid(service) != pid or any(name == service for name, _ in system.exits[exits:])
+        first = run.tail.first_after(service, written)
+        records = len({(p.topic, p.partition, p.offset) for p in run.poisons})
+        run.say(
+            f"{records} poison records, {check.seen} of {check.expected} dead-letterings in {took:.1f} s by "
+            f"the processes that read them ({service} {'stopped' if stopped else 'went on'}; next decision "
+            f"{_seconds(first)} after)"
+        )
+        if stopped:
+            raise AssertionError(f"the {service} service stopped over poison records")
+        died = time.monotonic()
+        system.kill(service)
+        system.restart(service)
+        serving = system.wait_serving(service)
+        for what, reason in sorted(reasons(system.kafka, run.poisons).items()):
+            print(f"    dead-lettered {what}: {reason}", flush=True)
+        listed = _quarantined(system, service)
+        run.say(f"{service} serving {serving - died:.1f} s after kill -9 with {listed} record(s) quarantined")
+
+    return inject
+
+
+# Agents' topic (the tickets' reaction to wrap-ups) and the tickets' own (its publisher).
+poison_tickets = poison_where_it_consumes("tickets", write_tickets_poison)
+# Tickets' topic (the approvals' reaction to requests for sign-off) and the approvals' own (its
+# publisher, and the tickets' reaction to outcomes).
+poison_approvals = poison_where_it_consumes("approvals", approval_faults.write_poison)
 
 
 def broker_kill_idle(run: Run) -> None:
@@ -366,6 +396,7 @@ def bad_input(run: Run) -> None:
     agents = agents_grpc.AgentsServiceStub(channels["agents"])
     routing = routing_grpc.RoutingServiceStub(channels["routing"])
     tickets = tickets_grpc.TicketsServiceStub(channels["tickets"])
+    approvals = approvals_grpc.ApprovalsServiceStub(channels["approvals"])
     bad = [
         lambda n: intake.StartContact(
             intake_pb.StartContactRequest(request_id=f"bad-{n}", subject=huge, channel=1)
@@ -399,6 +430,17 @@ def bad_input(run: Run) -> None:
         ),
         lambda n: tickets.Dispatch(
             tickets_pb.DispatchRequest(request_id=f"bad-{n}", ticket_id="t", department="Not A Dept!")
+        ),
+        lambda n: approvals.RequestApproval(
+            approvals_pb.RequestApprovalRequest(
+                request_id=f"bad-{n}", ticket_id="t", kind="refund", justification=huge
+            )
+        ),
+        lambda n: approvals.RequestApproval(
+            approvals_pb.RequestApprovalRequest(request_id=f"bad-{n}", ticket_id="t", kind="no such kind")
+        ),
+        lambda n: approvals.Decide(
+            approvals_pb.DecideRequest(request_id=f"bad-{n}", approval_id="a", decision=77)
         ),
     ]
     until = time.monotonic() + 20.0
@@ -558,6 +600,10 @@ def nothing(run: Run) -> None:
 CAPACITY_PER_S = 40.0
 
 
+def _day_of(service: str) -> Scenario:
+    return {"tickets": TICKETS_DAY, "approvals": APPROVALS_DAY}.get(service, DAY)
+
+
 def steady_calls(run: Run) -> None:
     day = run.sim.scenario
     run.say(f"calls arrive at {day.peak_arrivals_per_s:g}/s for {day.duration_s:g} s")
@@ -605,9 +651,10 @@ FAULTS = (
             f"crash-points-{service}",
             f"kill -9 {service} before the append, before the offsets, before and after the commit",
             kill_at(service, ("before_append", "before_offsets", "before_commit", "after_commit")),
-            day=replace(TICKETS_DAY if service == "tickets" else DAY, duration_s=75.0),
+            day=replace(_day_of(service), duration_s=75.0),
             at_s=8.0,
             tickets=TICKETS if service == "tickets" else 0,
+            approvals=APPROVALS if service == "approvals" else 0,
         )
         for service in NAMES
     ),
@@ -654,6 +701,23 @@ FAULTS = (
         at_s=10.0,
         day=TICKETS_DAY,
         tickets=TICKETS,
+    ),
+    Fault(
+        "approvals-lag",
+        "approvals stopped for 20 s while tickets ask for sign-off and deciders go on",
+        pause("approvals", 20.0),
+        at_s=15.0,
+        day=APPROVALS_DAY,
+        approvals=APPROVALS,
+    ),
+    Fault(
+        "approvals-poison",
+        "undecodable and unknown-version records where approvals consumes (tickets', its own), then kill -9",
+        poison_approvals,
+        fast=True,
+        at_s=10.0,
+        day=APPROVALS_DAY,
+        approvals=APPROVALS,
     ),
     Fault(
         "poison-own-topics",
@@ -722,10 +786,20 @@ def play(system: System, fault: Fault, number: int, console: Console) -> Row:
             RETRY_FOR_S,
             twins=fault.duplicates,
         )
+    approvals = None
+    if fault.approvals:
+        approvals = ApprovalDesk(
+            system.address("tickets"),
+            system.address("approvals"),
+            run_id,
+            fault.approvals,
+            fault.day.duration_s,
+            RETRY_FOR_S,
+        )
     console.print(f"[bold]{fault.name}[/]: {fault.what} (run {run_id})")
     exits_before = len(system.exits)
     with Tail(system.kafka) as tail:
-        run = Run(system, sim, tail, desk=desk)
+        run = Run(system, sim, tail, desk=desk, approvals=approvals)
         failure: list[str] = []
 
         def inject() -> None:
@@ -745,11 +819,13 @@ def play(system: System, fault: Fault, number: int, console: Console) -> Row:
             injector.start()
         started, cpu = time.monotonic(), time.process_time()
         system_cpu = CpuShares(system.pids())
-        if desk is not None:
-            desk.start()
+        for player in (desk, approvals):
+            if player is not None:
+                player.start()
         sim.run(drain_s=90.0)
-        if desk is not None:
-            desk.join(600)
+        for player in (desk, approvals):
+            if player is not None:
+                player.join(600)
         run.wall_s, run.cpu_s = time.monotonic() - started, time.process_time() - cpu
         run.system_cpu = system_cpu.shares()
         if not fault.idle:
@@ -758,7 +834,7 @@ def play(system: System, fault: Fault, number: int, console: Console) -> Row:
         sim.teardown(timeout_s=60)
     if fault.after is not None:
         fault.after(run)
-    checks = settle(system, sim, run_id, desk, run.poisons)
+    checks = settle(system, sim, run_id, desk, run.poisons, approvals)
     if desk is not None:
         wrap_ups = sum(life.by_wrap_up for life in desk.lifecycles)
         retried = _codes(desk.retried)
@@ -767,6 +843,12 @@ def play(system: System, fault: Fault, number: int, console: Console) -> Row:
             run.say(f"the ticket twins' differences: {_codes(desk.twin_errors)}")
             for detail in desk.twin_details:
                 console.print(f"    [yellow]ticket twin: {detail}")
+    if approvals is not None:
+        by_ticket = sum(life.plan.via_ticket for life in approvals.lifecycles)
+        retried = _codes(approvals.retried)
+        run.say(
+            f"{len(approvals.lifecycles)} approvals ({by_ticket} by tickets), requests retried: {retried}"
+        )
     exited = system.exits[exits_before:]
     if exited:  # a service that stopped itself (fenced, or a bug) and was started again
         run.say("exited by itself and started again: " + ", ".join(f"{n} ({code})" for n, code in exited))
@@ -786,8 +868,17 @@ def play(system: System, fault: Fault, number: int, console: Console) -> Row:
 
 
 # The facts recorded downstream of the logs, which a settled run waits for: the KPIs, what the tickets'
-# publisher publishes, and the dead-letter copies of poison records.
-SETTLING = ("kpi visits", "published", "inbox work", "dead letters")
+# and the approvals' publishers publish, the tickets' reactions to outcomes, and the dead-letter copies
+# of poison records.
+SETTLING = (
+    "kpi visits",
+    "published",
+    "inbox work",
+    "dead letters",
+    "approvals published",
+    "approval notices",
+    "ticket reactions",
+)
 
 
 def settle(
@@ -796,6 +887,7 @@ def settle(
     run_id: str,
     desk: TicketDesk | None = None,
     poisons: list[Poison] | None = None,
+    approvals: ApprovalDesk | None = None,
     within_s: float = 90.0,
 ) -> list[Check]:
     """The facts, once what is recorded downstream has caught up with the logs (or ``within_s`` has
@@ -809,6 +901,10 @@ def settle(
         if desk is not None:
             events, published = read_tickets(system.kafka, desk.ticket_ids)
             checks += compare_tickets(desk.lifecycles, events, published)
+        if approvals is not None:
+            checks += compare_approvals(
+                approvals.lifecycles, read_approvals(system.kafka, approvals.lifecycles)
+            )
         if poisons:
             checks.append(dead_letters(system.kafka, poisons))
         if all(c.clean for c in checks if c.name in SETTLING) or time.monotonic() > deadline:
@@ -875,7 +971,7 @@ def _summary(check: Check) -> str:
 
 def table(rows: list[Row]) -> Table:
     result = Table(title="fault suite")
-    for column in ("scenario", "expected", "seen", "lost", "doubled", "misrecorded", "recovery"):
+    for column in ("scenario", "expected", "seen", "lost", "doubled", "misrecorded", "took", "recovery"):
         result.add_column(column, overflow="fold")
     for row in rows:
         t = row.total
@@ -887,6 +983,7 @@ def table(rows: list[Row]) -> Table:
             str(t.lost),
             str(t.doubled),
             str(t.misrecorded),
+            f"{row.took_s:.0f} s",
             recovery,
         )
     return result
@@ -918,12 +1015,14 @@ def main() -> int:
         console.print(f"starting the system under {args.root}")
         system.start()
         for number, fault in enumerate(chosen):
+            began = time.monotonic()
             try:
                 rows.append(play(system, fault, number, console))
             except Exception as error:
                 traceback.print_exc()
                 rows.append(Row(fault, Check("all"), [], [], f"{type(error).__name__}: {error}"))
                 _all_serving(system)
+            rows[-1].took_s = time.monotonic() - began
     finally:
         system.stop()
     console.print(table(rows))

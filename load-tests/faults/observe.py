@@ -24,6 +24,7 @@ DECISIONS = {
     "agents": "agents.events.v1",
     "kpi": "kpi.contacts.v1",
     "tickets": "tickets.events.v1",
+    "approvals": "approvals.events.v1",
 }
 
 

@@ -1,10 +1,11 @@
-"""The system under fault: a broker, the ClickHouse stand-in and the five services, all processes of
+"""The system under fault: a broker, the ClickHouse stand-in and the six services, all processes of
 this run, on loopback ports of their own, so that any of them can be killed, paused or restarted.
 
 Everything lives under one folder (``.data/chaos`` by default): the broker's data, the stand-in's
 engine, the services' logs and writer claims. The services are started exactly as ``make run``
 starts them (``services.launcher``), with the KPI service in server mode over the stand-in, whose
-``contact_facts`` the fact checks read.
+``contact_facts`` the fact checks read, and the approvals service on the project's policies and
+business calendars (``deploy/approvals``, ``deploy/calendars``).
 """
 
 from __future__ import annotations
@@ -33,7 +34,10 @@ from services.platform.topics import ensure_topics, load_topic_specs
 
 STANDIN = PROJECT_ROOT / "tests" / "support" / "clickhouse_http_standin.py"
 SERVING = health_pb2.HealthCheckResponse.SERVING
-NAMES = ("intake", "routing", "agents", "kpi", "tickets")
+NAMES = ("intake", "routing", "agents", "kpi", "tickets", "approvals")
+# What the approvals service decides by: every version of its policy, and the calendars of its deadlines.
+APPROVAL_POLICIES = PROJECT_ROOT / "deploy" / "approvals"
+CALENDARS = PROJECT_ROOT / "deploy" / "calendars"
 
 
 def _free_port() -> int:
@@ -111,6 +115,8 @@ class System:
             "CC_CLICKHOUSE__URL": self.clickhouse_url,
             "CC_RUN_DIR": str(self.root / "run"),
             "CC_STORE__FORGET_CLOSED_AFTER": "PT600S",
+            "CC_APPROVALS__POLICIES_DIR": str(APPROVAL_POLICIES),
+            "CC_APPROVALS__CALENDARS_DIR": str(CALENDARS),
             **extra,
         }
 

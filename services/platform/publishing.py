@@ -4,9 +4,11 @@ on each department's ``dept.<code>.inbox.v1``).
 
 A publisher is a reaction over the context's own topic, exactly once like any other: what it publishes
 and the offsets it consumed commit in one transaction. Each published event's id derives from the
-domain event's id and the topic, so a record written again (a retried unit) carries the same id and a
-subscriber that keeps the ids it has seen drops it. Events the mapping does not name are not
-published: an internal event never leaves as it is. ``docs/events.md`` is the subscribers' guide.
+domain event's id, the topic and its place among the domain event's events on that topic (the mapping
+is deterministic), so a record written again (a retried unit) carries the same id and a subscriber
+that keeps the ids it has seen drops it, while two different events never share one. Events the
+mapping does not name are not published: an internal event never leaves as it is. ``docs/events.md`` is
+the subscribers' guide.
 """
 
 from __future__ import annotations
@@ -33,9 +35,15 @@ def publications(
     envelope: Envelope, mapping: Mapping, tx: Transaction | None = None
 ) -> Iterator[tuple[str, wf.WorkflowEvent]]:
     """(topic, message) for each public event ``mapping`` gives the domain event; none for most."""
+    written: dict[str, int] = {}  # how many public events of this domain event each topic got so far
     for topic, field, payload in mapping(envelope, tx):
+        nth = written.get(topic, 0)
+        written[topic] = nth + 1
+        # The first on a topic keeps the plain name (the ids published so far); later ones, such as one
+        # approval_needed per department of a parallel step, add their place.
+        name = f"{envelope.event_id}/{topic}" + (f"/{nth}" if nth else "")
         message = wf.WorkflowEvent(
-            event_id=str(uuid.uuid5(PUBLISHED_IDS, f"{envelope.event_id}/{topic}")),
+            event_id=str(uuid.uuid5(PUBLISHED_IDS, name)),
             occurred_at=ts(envelope.occurred_at),
             correlation_id=envelope.correlation_id,
             subject_id=envelope.aggregate_id,
