@@ -13,6 +13,7 @@ from callcenter.common.v1 import types_pb2
 from services.approvals import domain
 from services.approvals.domain import DISPATCH_KINDS, ApprovalRequest, Requester, Step
 from services.approvals.handlers import ApprovalsService
+from services.approvals.policies import CENTER
 from services.platform.identity import Principal, Role, department_acted_for
 from services.platform.paging import page_of as page
 from services.platform.timestamps import pb_duration, ts
@@ -72,8 +73,21 @@ def withdraw(approvals: ApprovalsService, reason: str, by: Requester) -> domain.
 
 def pending_for(approvals: ApprovalsService, by: Requester, department: str = "") -> list[ApprovalRequest]:
     """The open requests a caller lists, oldest first: a department's token those whose open step its
-    own department decides now, whatever it names; the center's people ``department``'s, or all."""
-    return approvals.pending(by.department or department)
+    own department decides now, whatever it names; an agent of the center those whose open step a
+    center place of the agent's titles decides (a team lead's, a dispatcher's work list); a supervisor
+    ``department``'s, or all."""
+    if by.department or by.supervisor:
+        return approvals.pending(by.department or department)
+    return [approval for approval in approvals.pending(CENTER) if _decidable_by_titles(approval, by.titles)]
+
+
+def _decidable_by_titles(approval: ApprovalRequest, titles: frozenset[str]) -> bool:
+    step = approval.open_step
+    return step is not None and any(
+        step.places[n].decider.department == CENTER
+        and (not step.places[n].decider.role or step.places[n].decider.role in titles)
+        for n in step.open_places
+    )
 
 
 def view_of(approvals: ApprovalsService, approval: ApprovalRequest) -> pb.ApprovalView:

@@ -120,7 +120,7 @@ ACCESS_BY_SERVICE: Mapping[str, Mapping[str, Access]] = {
         "RequestApproval": allow(SERVICE, SUPERVISOR),
         "Decide": allow(DEPARTMENT, SUPERVISOR, AGENT),
         "GetRequest": allow(DEPARTMENT, SUPERVISOR, AGENT, SERVICE),
-        "ListPending": allow(DEPARTMENT, SUPERVISOR, department="department"),
+        "ListPending": allow(DEPARTMENT, SUPERVISOR, AGENT, department="department"),
         "ProvideInformation": allow(AGENT, SUPERVISOR, DEPARTMENT, SERVICE),
         "Withdraw": allow(AGENT, SUPERVISOR, DEPARTMENT, SERVICE),
         "Delegate": allow(DEPARTMENT, SUPERVISOR, AGENT),

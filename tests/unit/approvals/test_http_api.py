@@ -111,6 +111,20 @@ def test_a_department_lists_its_open_step_approves_it_and_the_request_moves_on(a
     assert decided[-1].actor == Actor("fin-1", ("department",))
 
 
+def test_a_team_lead_lists_the_steps_a_team_lead_decides_and_an_agent_without_the_title_none(
+    api: Api,
+) -> None:
+    approval_id = api.requested()
+    lead_list = api.http.get("/v1/approvals", headers=LEAD)
+    plain_agent = api.http.get("/v1/approvals", headers=bearer("agent", "a-9"))
+    duty_manager = api.http.get("/v1/approvals", headers=bearer("agent", "dm-1", titles=["duty_manager"]))
+    assert lead_list.status_code == 200, lead_list.text
+    assert [a["approval_id"] for a in lead_list.json()["approvals"]] == [approval_id]
+    assert plain_agent.json()["approvals"] == [] and duty_manager.json()["approvals"] == []
+    api.decide(approval_id, LEAD, 0)
+    assert api.http.get("/v1/approvals", headers=LEAD).json()["approvals"] == []  # at finance now
+
+
 def test_reading_a_request_gives_its_chain_and_full_trail(api: Api) -> None:
     approval_id = api.requested()
     api.decide(approval_id, LEAD, 0)
@@ -189,14 +203,14 @@ def test_no_token_is_unauthenticated_and_a_role_the_rpc_does_not_grant_is_refuse
 
     anonymous = api.http.get("/v1/approvals")
     unsigned = api.http.get("/v1/approvals", headers={"Authorization": "Bearer not-a-token"})
-    agent_lists = api.http.get("/v1/approvals", headers=bearer("agent", "a-9"))
+    service_lists = api.http.get("/v1/approvals", headers=bearer("service", "tickets"))
     department_withdraws = api.http.post(
         f"/v1/approvals/{approval_id}/withdraw", json={"request_id": "w-1"}, headers=FINANCE
     )
 
-    assert (anonymous.status_code, unsigned.status_code, agent_lists.status_code) == (401, 401, 403)
+    assert (anonymous.status_code, unsigned.status_code, service_lists.status_code) == (401, 401, 403)
     assert anonymous.headers["WWW-Authenticate"] == "Bearer"
-    assert agent_lists.json()["error"].startswith("ApprovalsService.ListPending needs one of the roles")
+    assert service_lists.json()["error"].startswith("ApprovalsService.ListPending needs one of the roles")
     # A department may withdraw what it asked for (a return it sent for review), not another's request.
     assert department_withdraws.status_code == 403
     assert "only the requester" in department_withdraws.json()["error"]
