@@ -8,6 +8,16 @@ own DEPARTMENT token, polls its work list (ListDispatches), then accepts, report
 an extension or returns a case as not its own, and completes, each after a seeded delay. Everything
 runs on the simulation's loop through its ``call`` and ``later``; the ground truth records each
 step when the service has accepted it.
+
+Given the approvals service, a share of the tickets needs sign-off once their dispatches are done:
+the center asks for it (tickets' RequestApproval), follows the request (GetRequest), answers an
+approver's question (ProvideInformation) after a seeded delay, and resolves the ticket once the
+request ends: granted, or rejected, when the ticket goes back to its assignee, who explains the
+refusal to the citizen and resolves it. The approvers, the center's team lead (an agent's token with
+the title team_lead, whose list holds the steps a team lead decides) and the finance and legal
+departments (their own DEPARTMENT tokens), poll
+ListPending and decide each step after a seeded delay: a seeded share of rejections and, once per
+step, of questions first.
 """
 
 from __future__ import annotations
@@ -18,12 +28,18 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+import grpc
+from callcenter.approvals.v1 import events_pb2 as approvals_ev
+from callcenter.approvals.v1 import service_pb2 as approvals_pb
+from callcenter.approvals.v1 import service_pb2_grpc as approvals_grpc
+from callcenter.common.v1 import types_pb2
 from callcenter.tickets.v1 import events_pb2 as tickets_ev
 from callcenter.tickets.v1 import service_pb2 as tickets_pb
 from callcenter.tickets.v1 import service_pb2_grpc as tickets_grpc
 
-from simulator.callers import CallerChannel, department_caller
-from simulator.scenario import BackOffice, TicketPlan
+from services.platform.identity import Role
+from simulator.callers import CallerChannel, department_caller, member_caller
+from simulator.scenario import ApprovalPlan, BackOffice, TicketPlan, approval_plan
 
 if TYPE_CHECKING:
     from simulator.driver import Simulation
@@ -39,6 +55,20 @@ SATISFACTION = {
 }
 CSAT = {"satisfied": (4, 5), "basically_satisfied": (3, 4), "dissatisfied": (1, 2)}
 DISPATCHED = tickets_pb.DispatchStatus.DISPATCH_STATUS_DISPATCHED
+APPROVERS = ("center", "finance", "legal")  # the policy's deciders of refunds and compensations
+DECISIONS = {
+    "info": approvals_ev.Decision.DECISION_REQUEST_INFO,
+    "approved": approvals_ev.Decision.DECISION_APPROVE,
+    "rejected": approvals_ev.Decision.DECISION_REJECT,
+}
+ENDED = {
+    approvals_pb.ApprovalStatus.APPROVAL_STATUS_GRANTED: "granted",
+    approvals_pb.ApprovalStatus.APPROVAL_STATUS_REJECTED: "rejected",
+    approvals_pb.ApprovalStatus.APPROVAL_STATUS_EXPIRED: "expired",
+    approvals_pb.ApprovalStatus.APPROVAL_STATUS_WITHDRAWN: "withdrawn",
+}
+STEP_OPEN = approvals_pb.StepStatus.STEP_STATUS_OPEN
+STEP_ASKING = approvals_pb.StepStatus.STEP_STATUS_AWAITING_INFORMATION
 
 
 @dataclass
@@ -78,6 +108,72 @@ class DispatchRecord:
 
 
 @dataclass
+class StepRecord:
+    """One step of an approval as its approver handled it. It opened when the previous step's
+    approval was heard (the first: the request's time, as the approvals service shows it); it waited
+    on the requester from the question heard asked to the answer heard given."""
+
+    index: int
+    department: str
+    opened_at: datetime
+    rng: random.Random = field(default_factory=random.Random, repr=False)
+    phase: str = "deciding"  # deciding, asked (a question waits for its answer), decided
+    info_requests: int = 0
+    asked_version: int = 0  # the request's version the question made
+    asked_at: datetime | None = None
+    paused_s: float = 0.0
+    outcome: str = ""  # approved, rejected
+    ended_at: datetime | None = None
+
+    @property
+    def duration_s(self) -> float | None:
+        if self.ended_at is None:
+            return None
+        return (self.ended_at - self.opened_at).total_seconds() - self.paused_s
+
+    def truth(self) -> dict[str, Any]:
+        return {
+            "index": self.index,
+            "department": self.department,
+            "opened_at": self.opened_at.isoformat(),
+            "info_requests": self.info_requests,
+            "paused_s": self.paused_s,
+            "outcome": self.outcome,
+            "ended_at": self.ended_at.isoformat() if self.ended_at else None,
+            "duration_s": self.duration_s,
+        }
+
+
+@dataclass
+class ApprovalRecord:
+    """One approval a ticket asked for, its steps as the approvers decided them, and its end."""
+
+    approval_id: str
+    ticket_id: str
+    plan: ApprovalPlan
+    rng: random.Random = field(default_factory=random.Random, repr=False)
+    status: str = "pending"  # as the last decision's answer showed it: granted, rejected
+    steps: list[StepRecord] = field(default_factory=list)
+    next_opened_at: datetime | None = None  # when the step after the last approved one opened
+    answering: set[int] = field(default_factory=set)  # steps whose question the center took up
+    heard_end: bool = False  # the center saw the request end
+
+    def step(self, index: int) -> StepRecord | None:
+        return next((step for step in self.steps if step.index == index), None)
+
+    def truth(self) -> dict[str, Any]:
+        return {
+            "approval_id": self.approval_id,
+            "ticket_id": self.ticket_id,
+            "kind": self.plan.kind,
+            "amount_minor": self.plan.amount_minor,
+            "size": self.plan.size,
+            "status": self.status,
+            "steps": [step.truth() for step in self.steps],
+        }
+
+
+@dataclass
 class TicketRecord:
     """One ticket opened from a wrap-up, as the center handled it."""
 
@@ -93,6 +189,8 @@ class TicketRecord:
     reopened: int = 0
     dispatches: list[DispatchRecord] = field(default_factory=list)
     follow_ups: list[dict[str, Any]] = field(default_factory=list)
+    approval_plan: ApprovalPlan | None = None
+    approval: ApprovalRecord | None = None
 
     def truth(self) -> dict[str, Any]:
         return {
@@ -108,13 +206,16 @@ class TicketRecord:
             "reopened": self.reopened,
             "dispatches": [d.truth() for d in self.dispatches],
             "follow_ups": self.follow_ups,
+            "approval": self.approval.truth() if self.approval is not None else None,
         }
 
 
 class Backoffice:
     """The center's ticket desk and the departments of the catalogue, on one simulation's loop."""
 
-    def __init__(self, sim: Simulation, address: str, departments: list[str]) -> None:
+    def __init__(
+        self, sim: Simulation, address: str, departments: list[str], approvals_address: str = ""
+    ) -> None:
         self.sim = sim
         self.habits: BackOffice = sim.scenario.back_office
         self.departments = sorted(departments)
@@ -128,6 +229,22 @@ class Backoffice:
         self.dispatches: dict[str, DispatchRecord] = {}
         self.awaited: dict[str, dict[str, tuple[int, TicketPlan]]] = {}  # agent -> contact -> plan
         self._seen: set[str] = set()  # dispatches a department has taken up
+        self.approvals: dict[str, ApprovalRecord] = {}
+        # The center's approvals desk (a supervisor's token: it asks, follows and answers), and per
+        # deciding department the stub it lists its pending steps with and the one it decides with.
+        self.approvals_desk: approvals_grpc.ApprovalsServiceStub | None = None
+        self.approvers: dict[str, tuple[approvals_grpc.ApprovalsServiceStub, ...]] = {}
+        if approvals_address:
+            self._channels.append(CallerChannel(approvals_address))
+            self.approvals_desk = approvals_grpc.ApprovalsServiceStub(self._channels[-1])
+            lead = member_caller(Role.AGENT, f"{sim.run_id}-lead", ("team_lead",))
+            self._channels.append(CallerChannel(approvals_address, choose=lead))
+            lead_stub = approvals_grpc.ApprovalsServiceStub(self._channels[-1])
+            self.approvers["center"] = (lead_stub, lead_stub)
+            for code in APPROVERS[1:]:
+                self._channels.append(CallerChannel(approvals_address, choose=department_caller(code)))
+                stub = approvals_grpc.ApprovalsServiceStub(self._channels[-1])
+                self.approvers[code] = (stub, stub)
         self._polling: set[str] = set()  # work lists being fetched now
         self._running = False
 
@@ -160,6 +277,13 @@ class Backoffice:
     def truth(self) -> list[dict[str, Any]]:
         return [ticket.truth() for ticket in self.tickets.values()]
 
+    def approvals_truth(self) -> list[dict[str, Any]]:
+        """The run's approvals, each with its ticket's type, as the center and the approvers left them."""
+        return [
+            {**approval.truth(), "ticket_type": self.tickets[approval.ticket_id].plan.ticket_type}
+            for approval in self.approvals.values()
+        ]
+
     # Polling: the agents' ticket lists and the departments' work lists ----------------------------
 
     def _poll(self) -> None:
@@ -171,6 +295,12 @@ class Backoffice:
         for code in self.departments:
             if f"dept/{code}" not in self._polling:
                 self._list_dispatches(code)
+        for code in self.approvers:
+            if f"approver/{code}" not in self._polling:
+                self._list_pending(code)
+        for approval in self.approvals.values():
+            if not approval.heard_end and f"approval/{approval.approval_id}" not in self._polling:
+                self._follow(approval)
         self.sim.later(self.habits.poll_s, self._poll)
 
     def _list_tickets(self, agent_id: str) -> None:
@@ -218,6 +348,8 @@ class Backoffice:
     def _found(self, ticket: Any, agent_id: str, index: int, plan: TicketPlan) -> None:
         rng = random.Random(f"{self.sim.scenario.seed}/ticket/{index}")
         record = TicketRecord(ticket.ticket_id, ticket.source_contact_id, agent_id, index, plan, rng)
+        if self.approvals_desk is not None:
+            record.approval_plan = approval_plan(self.sim.scenario, index)
         self.tickets[record.ticket_id] = record
         self.sim.later(rng.uniform(*self.habits.dispatch_delay_s), lambda: self._dispatch(record))
 
@@ -296,16 +428,34 @@ class Backoffice:
         self.sim.call(self.center.ReviewExtension, request, then=granted)
 
     def _check(self, ticket: TicketRecord) -> None:
-        """Every dispatch of the ticket is done: the center resolves it and calls the citizen back."""
+        """Every dispatch of the ticket is done: the center asks for the sign-off its remedy needs
+        (once), or resolves it and calls the citizen back."""
         if ticket.phase != "dispatched" or any(d.open for d in ticket.dispatches):
             return
+        if ticket.approval_plan is not None and ticket.approval is None:
+            self._ask_approval(ticket, ticket.approval_plan)
+            return
+        self._resolve(ticket, "departments_done", "The departments completed their parts.")
+
+    def _resolve(self, ticket: TicketRecord, code: str, resolution: str, attempts: int = 60) -> None:
         ticket.phase = "resolving"
         request = tickets_pb.ResolveRequest(
             request_id=self.sim.request_id("resolve"),
             ticket_id=ticket.ticket_id,
-            resolution_code="departments_done",
-            resolution="The departments completed their parts.",
+            resolution_code=code,
+            resolution=resolution,
         )
+
+        def retry(error: Any) -> bool:
+            # The approval's end reaches the ticket by the tickets service's reaction: until it
+            # has, the ticket still waits for it and refuses to be resolved.
+            waits = ticket.approval is not None and attempts > 1
+            if waits and error.code() == grpc.StatusCode.FAILED_PRECONDITION:
+                self.sim.later(
+                    self.habits.poll_s, lambda: self._resolve(ticket, code, resolution, attempts - 1)
+                )
+                return True
+            return False
 
         def resolved(_: Any) -> None:
             ticket.phase = "resolved"
@@ -314,7 +464,7 @@ class Backoffice:
                 ticket.rng.uniform(*self.habits.follow_up_delay_s), lambda: self._follow_up(ticket)
             )
 
-        self.sim.call(self.center.Resolve, request, then=resolved)
+        self.sim.call(self.center.Resolve, request, then=resolved, failed=retry)
 
     def _follow_up(self, ticket: TicketRecord) -> None:
         verdicts, weights = zip(*self.habits.satisfaction, strict=True)
@@ -450,6 +600,161 @@ class Backoffice:
             self._check(self.tickets[dispatch.ticket_id])
 
         self.sim.call(self._desk(dispatch).CompleteDispatch, request, then=completed)
+
+    # Approvals: the center asks, follows and answers --------------------------------------------
+
+    def _ask_approval(self, ticket: TicketRecord, plan: ApprovalPlan) -> None:
+        ticket.phase = "approval"
+        request = tickets_pb.RequestApprovalRequest(
+            request_id=self.sim.request_id("approval"),
+            ticket_id=ticket.ticket_id,
+            kind=plan.kind,
+            amount=types_pb2.Money(minor_units=plan.amount_minor, currency="CNY"),
+            justification=f"A {plan.kind} for {ticket.plan.category}",
+        )
+
+        def asked(response: Any) -> None:
+            rng = random.Random(f"{self.sim.scenario.seed}/approval-answers/{ticket.index}")
+            record = ApprovalRecord(response.approval_id, ticket.ticket_id, plan, rng=rng)
+            ticket.approval = record
+            self.approvals[record.approval_id] = record
+
+        self.sim.call(self.center.RequestApproval, request, then=asked)
+
+    def _follow(self, approval: ApprovalRecord) -> None:
+        """The center looks at its request: a question to answer, or its end."""
+        assert self.approvals_desk is not None
+        key = f"approval/{approval.approval_id}"
+        self._polling.add(key)
+
+        def got(response: Any) -> None:
+            self._polling.discard(key)
+            view = response.approval
+            for step in view.steps:
+                if step.status == STEP_ASKING and step.index not in approval.answering:
+                    approval.answering.add(step.index)
+                    delay = approval.rng.uniform(*self.habits.info_answer_delay_s)
+                    self.sim.later(delay, lambda index=step.index: self._answer(approval, index))
+            if view.status in ENDED and not approval.heard_end:
+                approval.heard_end = True
+                self._concluded(self.tickets[approval.ticket_id], ENDED[view.status])
+
+        def not_yet(error: Any) -> bool:
+            # The approvals service opens the request by its reaction to the ticket's event.
+            self._polling.discard(key)
+            return error.code() == grpc.StatusCode.NOT_FOUND
+
+        self.sim.call(
+            self.approvals_desk.GetRequest,
+            approvals_pb.GetRequestRequest(approval_id=approval.approval_id),
+            then=got,
+            failed=not_yet,
+        )
+
+    def _answer(self, approval: ApprovalRecord, index: int) -> None:
+        assert self.approvals_desk is not None
+        request = approvals_pb.ProvideInformationRequest(
+            request_id=self.sim.request_id("provide-info"),
+            approval_id=approval.approval_id,
+            answer="The receipts and the citizen's bank details are attached.",
+        )
+
+        def answered(_: Any) -> None:
+            step = approval.step(index)
+            if step is not None and step.asked_at is not None:
+                step.paused_s += (datetime.now(UTC) - step.asked_at).total_seconds()
+                step.asked_at = None
+
+        self.sim.call(self.approvals_desk.ProvideInformation, request, then=answered)
+
+    def _concluded(self, ticket: TicketRecord, outcome: str) -> None:
+        """Granted: the remedy is given and the ticket resolved. Otherwise the ticket goes back to its
+        assignee, who explains the refusal to the citizen and resolves it so."""
+        kind = ticket.approval_plan.kind if ticket.approval_plan else "remedy"
+        if outcome == "granted":
+            self._resolve(ticket, "approval_granted", f"The {kind} was approved and paid.")
+        else:
+            self._resolve(ticket, f"approval_{outcome}", f"The {kind} was refused: explained to the citizen.")
+
+    # Approvals: the approvers ---------------------------------------------------------------------
+
+    def _list_pending(self, code: str) -> None:
+        key = f"approver/{code}"
+        self._polling.add(key)
+        lister, _ = self.approvers[code]
+
+        def listed(response: Any) -> None:
+            self._polling.discard(key)
+            for view in response.approvals:
+                approval = self.approvals.get(view.approval_id)
+                if approval is None or not view.open_steps:
+                    continue
+                step = view.steps[view.open_steps[0]]
+                if any(d.department == code for d in step.deciders):
+                    self._look_at(approval, code, step, view)
+
+        self.sim.call(
+            lister.ListPending,
+            approvals_pb.ListPendingRequest(department=code, page_size=1000),
+            then=listed,
+            failed=lambda _: self._polling.discard(key),
+        )
+
+    def _look_at(self, approval: ApprovalRecord, code: str, shown: Any, view: Any) -> None:
+        """An approver finds a step of the run open on its list: a new one, or one whose question the
+        center has answered since (a newer version of the request than the question's)."""
+        step = approval.step(shown.index)
+        if step is None:
+            if shown.status != STEP_OPEN:
+                return
+            opened = view.requested_at.ToDatetime(tzinfo=UTC) if shown.index == 0 else approval.next_opened_at
+            if opened is None:
+                return  # the previous step's approval has not been heard yet
+            index = self.tickets[approval.ticket_id].index
+            rng = random.Random(f"{self.sim.scenario.seed}/approval-step/{index}/{shown.index}")
+            step = StepRecord(shown.index, code, opened, rng=rng)
+            approval.steps.append(step)
+            self._consider(approval, step, first=True)
+        elif step.phase == "asked" and shown.status == STEP_OPEN and view.version > step.asked_version:
+            step.phase = "deciding"
+            self._consider(approval, step, first=False)
+
+    def _consider(self, approval: ApprovalRecord, step: StepRecord, first: bool) -> None:
+        habits = self.habits
+        delay = step.rng.uniform(*habits.decide_delay_s)
+        if first and step.rng.random() < habits.info_request_share:
+            decision = "info"
+        else:
+            decision = "rejected" if step.rng.random() < habits.approval_reject_share else "approved"
+        self.sim.later(delay, lambda: self._decide(approval, step, decision))
+
+    def _decide(self, approval: ApprovalRecord, step: StepRecord, decision: str) -> None:
+        _, decider = self.approvers[step.department]
+        comments = {
+            "info": "Please attach the receipts.",
+            "approved": "Approved",
+            "rejected": "Not covered by the terms",
+        }
+        request = approvals_pb.DecideRequest(
+            request_id=self.sim.request_id("decide"),
+            approval_id=approval.approval_id,
+            step_index=step.index,
+            decision=DECISIONS[decision],
+            comment=comments[decision],
+        )
+
+        def decided(response: Any) -> None:
+            view, now = response.approval, datetime.now(UTC)
+            if decision == "info":
+                step.phase, step.asked_version, step.asked_at = "asked", view.version, now
+                step.info_requests += 1
+                return
+            step.phase, step.outcome, step.ended_at = "decided", decision, now
+            approval.status = ENDED.get(view.status, "pending")
+            if decision == "approved" and approval.status == "pending":
+                approval.next_opened_at = now
+
+        self.sim.call(decider.Decide, request, then=decided)
 
     # For the wallboard ----------------------------------------------------------------------------
 

@@ -62,6 +62,18 @@ def department_caller(code: str) -> Any:
     return choose
 
 
+def member_caller(role: Role, subject: str, titles: tuple[str, ...] = (), department: str = "") -> Any:
+    """A chooser for ``CallerChannel`` whose every call is made by one person holding ``titles`` (a
+    team lead: an agent's token with titles ["team_lead"])."""
+    scopes = {"department": department} if department else {}
+    bearer = local_issuer().for_role(role, subject, titles=titles, **scopes)
+
+    def choose(_method: str, _request: Any) -> str:
+        return bearer
+
+    return choose
+
+
 @functools.lru_cache(maxsize=4096)
 def _cached_token(role: Role, subject: str, department: str) -> str:
     return local_issuer().for_role(role, subject, **({"department": department} if department else {}))

@@ -8,7 +8,8 @@ thread; gRPC calls run on a pool and post their outcome back to the loop. The gr
 for comparison with the KPIs: each contact's queue visits (when queued, answered, ended, wrapped
 up, and how each ended) and each desk's timeline of states and its offers' outcomes, stamped when
 the simulator acts or hears of it. Given the tickets service, its back office (backoffice.py) plays
-the center's ticket desk and the departments on the same loop.
+the center's ticket desk and the departments on the same loop, and given the approvals service too,
+the approvers of the tickets that need sign-off.
 """
 
 from __future__ import annotations
@@ -80,6 +81,8 @@ class Endpoints:
     kafka: KafkaSettings
     kpi: str = ""  # the KPI service, for the wallboard and the report; none when empty
     tickets: str = ""  # the tickets service, for the back office; none (no tickets asked) when empty
+    # the approvals service, for the back office's approvers; none (no ticket asks for approval) when empty
+    approvals: str = ""
 
 
 @dataclass
@@ -251,7 +254,9 @@ class Simulation:
         self.backoffice: Backoffice | None = None
         if endpoints.tickets:
             catalogue = load_rules(TicketsSettings().config_dir, TicketsSettings().calendars_dir).catalogue
-            self.backoffice = Backoffice(self, endpoints.tickets, list(catalogue.departments))
+            self.backoffice = Backoffice(
+                self, endpoints.tickets, list(catalogue.departments), endpoints.approvals
+            )
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sim-grpc")
         self._inbox: queue.Queue[Callable[[], None]] = queue.Queue()
         self._timers: list[tuple[float, int, Callable[[], None]]] = []

@@ -80,6 +80,22 @@ class BackOffice:
         ("dissatisfied", 0.15),
     )
     at_fault_share: float = 0.5  # of the dissatisfied: the department redoes its part (once)
+    # Approvals (played when the simulator is given the approvals service): the share of tickets
+    # whose remedy needs sign-off once their dispatches are done, its kind and amount (in minor
+    # units, one of these ranges chosen evenly: the policy's small, medium and large refunds), and
+    # the approvers' habits: a decision after a delay, a share of rejections and, once per step, of
+    # requests for more information, which the center answers after a delay.
+    approval_share: float = 0.0
+    approval_kinds: tuple[str, ...] = ("refund", "compensation")
+    approval_amounts: tuple[tuple[str, int, int], ...] = (
+        ("small", 5_000, 100_000),
+        ("medium", 100_001, 1_000_000),
+        ("large", 1_000_001, 5_000_000),
+    )
+    decide_delay_s: tuple[float, float] = (0.5, 3.0)
+    approval_reject_share: float = 0.15  # of each step's decisions
+    info_request_share: float = 0.2  # of steps: the approver asks a question first
+    info_answer_delay_s: tuple[float, float] = (0.5, 2.0)
 
 
 @dataclass(frozen=True)
@@ -179,6 +195,27 @@ class TicketPlan:
     ticket_type: str
     category: str
     priority: int
+
+
+@dataclass(frozen=True)
+class ApprovalPlan:
+    """The sign-off a ticket's remedy needs: its kind, its amount in minor units (CNY) and the
+    policy's range the amount falls in (small, medium, large)."""
+
+    kind: str
+    amount_minor: int
+    size: str
+
+
+def approval_plan(scenario: Scenario, index: int) -> ApprovalPlan | None:
+    """Whether the ticket of caller ``index`` asks for approval, and for what (its own generator,
+    so a scenario without approvals draws the rest as before)."""
+    habits = scenario.back_office
+    rng = random.Random(f"{scenario.seed}/approval/{index}")
+    if not habits.approval_kinds or rng.random() >= habits.approval_share:
+        return None
+    size, low, high = rng.choice(habits.approval_amounts)
+    return ApprovalPlan(rng.choice(habits.approval_kinds), rng.randint(low, high), size)
 
 
 @dataclass(frozen=True)

@@ -18,30 +18,27 @@ every answer is on time and none is overdue.
 
 from __future__ import annotations
 
-import contextlib
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
 import pytest
-from simulator.driver import Endpoints, Simulation
+from simulator.driver import Simulation
 from simulator.scenario import BackOffice, DispositionPlan, QueuePlan, Scenario
 
-from services.agents import main as agents_main
-from services.intake import main as intake_main
-from services.kpi import main as kpi_main
-from services.kpi.store import KpiStore, open_kpi_store
-from services.platform.settings import ClickHouseSettings, GrpcSettings, HttpSettings, Settings
-from services.routing import main as routing_main
-from services.tickets import main as tickets_main
-from tests.support import polling
-
-HOP_S = 0.35
-WHOLE_RUN_S = 2**32 - 1
+from services.kpi.store import KpiStore
+from tests.e2e.back_office import (
+    HOP_S,
+    RUNS_TICKETS,
+    PlayedDay,
+    eventually,
+    keyed_by,
+    moment,
+    played_day,
+    ratio,
+)
 
 SCENARIO = replace(
     Scenario(),
@@ -76,23 +73,17 @@ SCENARIO = replace(
     ),
 )
 
-# The run's tickets: those opened from its contacts' wrap-ups.
-RUNS_TICKETS = (
-    "ticket_id IN (SELECT ticket_id FROM ticket_facts FINAL"
-    " WHERE startsWith(origin_contact_id, {run:String}))"
-)
-eventually = partial(polling.eventually, tries=1200, interval=0.1)
-
 
 @dataclass(frozen=True)
 class BackOfficeDay:
-    """The run's tickets as the simulator's back office handled them, the KPI store, the window the
-    run covers, and what the wallboard's back-office panel read from the tickets service at the end."""
+    """The run's tickets as the simulator's back office handled them, and the day they were played in."""
 
     tickets: list[dict[str, Any]]
-    store: KpiStore
-    window: dict[str, Any]
-    board: tuple[Counter[str], dict[str, Counter[str]]]
+    played: PlayedDay
+
+    @property
+    def board(self) -> tuple[Counter[str], dict[str, Counter[str]]]:
+        return self.played.board
 
     def dispatches(self) -> list[dict[str, Any]]:
         return [{**d, "ticket_type": t["ticket_type"]} for t in self.tickets for d in t["dispatches"]]
@@ -101,66 +92,30 @@ class BackOfficeDay:
         return [f for t in self.tickets for f in t["follow_ups"]]
 
     def view(self, name: str) -> list[dict[str, Any]]:
-        """A KPI view's rows over the run's window."""
-        return self.store.query(
-            f"SELECT * FROM {name}(from={{f:DateTime64(3)}}, to={{t:DateTime64(3)}})", self.window
-        )
+        return self.played.view(name)
 
     def query(self, sql: str) -> list[dict[str, Any]]:
-        return self.store.query(sql, self.window)
+        return self.played.query(sql)
 
 
 @pytest.fixture(scope="module")
 def day(kafka_broker: Any, embedded_clickhouse_dir: Any) -> Iterator[BackOfficeDay]:
     """One simulated day with its back office through the five services and the KPI projection."""
-    clickhouse = ClickHouseSettings(data_dir=embedded_clickhouse_dir, database=f"e2e_{uuid.uuid4().hex[:8]}")
-    settings = Settings(
-        kafka=kafka_broker.kafka,
-        grpc=GrpcSettings(address="127.0.0.1:0"),
-        http=HttpSettings(address="127.0.0.1:0"),
-        clickhouse=clickhouse,
-        instance_id=f"e2e-{uuid.uuid4().hex[:6]}",
+    with played_day(kafka_broker, embedded_clickhouse_dir, SCENARIO, settled_tickets) as played:
+        assert played.sim.backoffice is not None
+        yield BackOfficeDay(played.sim.backoffice.truth(), played)
+
+
+def settled_tickets(sim: Simulation, store: KpiStore) -> None:
+    """Until every ticket and dispatch of the run is in the KPIs as the back office left it."""
+    assert sim.backoffice is not None
+    expected = _fingerprint_of(sim.backoffice.truth())
+    eventually(
+        lambda: _settled(store, sim.run_id),
+        lambda counts: counts == expected,
+        "every ticket and dispatch of the run in the KPIs as the back office left it "
+        f"(tickets, closed, dispatches, completed, withdrawn, judged: {expected})",
     )
-    with contextlib.ExitStack() as kept:
-        with contextlib.ExitStack() as run:
-            processes: dict[str, Any] = {}
-            run.callback(lambda: [process.close(5) for process in processes.values()])
-            for name, start in (
-                ("kpi", kpi_main.start),
-                ("intake", intake_main.start),
-                ("routing", routing_main.start),
-                ("agents", agents_main.start),
-                ("tickets", tickets_main.start),
-            ):
-                # Each service as its own Kafka principal, fenced by its ACLs as in production.
-                processes[name] = start(settings.model_copy(update={"kafka": kafka_broker.kafka_as(name)}))
-            store = kept.enter_context(open_kpi_store(clickhouse))
-            address = {name: f"127.0.0.1:{process.server.port}" for name, process in processes.items()}
-            endpoints = Endpoints(
-                address["intake"],
-                address["routing"],
-                address["agents"],
-                settings.kafka,
-                tickets=address["tickets"],
-            )
-            sim = Simulation(SCENARIO, endpoints)
-            assert sim.backoffice is not None
-            began = datetime.now(UTC)
-            sim.setup()
-            sim.run(drain_s=120.0)
-            board = sim.backoffice.board()
-            sim.teardown()
-            assert not sim.tally.errors, sim.tally.error_details
-            tickets = sim.backoffice.truth()
-            expected = _fingerprint_of(tickets)
-            eventually(
-                lambda: _settled(store, sim.run_id),
-                lambda counts: counts == expected,
-                "every ticket and dispatch of the run in the KPIs as the back office left it "
-                f"(tickets, closed, dispatches, completed, withdrawn, judged: {expected})",
-            )
-            window = {"f": began, "t": datetime.now(UTC), "run": sim.run_id}
-        yield BackOfficeDay(tickets, store, window, board)
 
 
 def _fingerprint_of(tickets: list[dict[str, Any]]) -> tuple[int, ...]:
@@ -197,20 +152,6 @@ def _settled(store: KpiStore, run_id: str) -> tuple[int, ...]:
     )
 
 
-def _by(rows: list[dict[str, Any]], *columns: str) -> dict[Any, dict[str, Any]]:
-    keyed = {tuple(row[c] for c in columns) if len(columns) > 1 else row[columns[0]]: row for row in rows}
-    assert len(keyed) == len(rows), f"several rows per {columns}"
-    return keyed
-
-
-def _ratio(part: int, whole: int) -> Any:
-    return pytest.approx(part / whole) if whole else None
-
-
-def _time(value: str) -> datetime:
-    return datetime.fromisoformat(value)
-
-
 def test_the_back_office_shows_every_kind_of_ticket_step(day: BackOfficeDay) -> None:
     dispatches = day.dispatches()
     assert len({t["ticket_type"] for t in day.tickets}) > 1
@@ -232,7 +173,7 @@ def _department_of(ticket: dict[str, Any]) -> str:
 
 
 def test_tickets_by_department_and_type_are_counted_once(day: BackOfficeDay) -> None:
-    kpis = _by(day.view("kpi_tickets"), "department", "ticket_type")
+    kpis = keyed_by(day.view("kpi_tickets"), "department", "ticket_type")
     truth: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for ticket in day.tickets:
         truth.setdefault((_department_of(ticket), ticket["ticket_type"]), []).append(ticket)
@@ -246,14 +187,14 @@ def test_tickets_by_department_and_type_are_counted_once(day: BackOfficeDay) -> 
         assert got["open_backlog"] == sum(t["phase"] not in ("resolved", "closed") for t in mine), key
         assert got["resolved"] == resolved, key
         assert got["reopened"] == reopened, key
-        assert got["reopen_rate"] == _ratio(reopened, resolved), key
+        assert got["reopen_rate"] == ratio(reopened, resolved), key
         assert got["merged"] == 0 and got["escalated"] == 0, key
         # Resolved minutes after creation against SLA clocks in working days: in time, every one.
         assert got["resolution_sla"] == (1.0 if resolved else None), key
 
 
 def test_dispatches_returns_extensions_and_completions_per_department_match(day: BackOfficeDay) -> None:
-    kpis = _by(day.view("kpi_departments"), "department")
+    kpis = keyed_by(day.view("kpi_departments"), "department")
     truth: dict[str, list[dict[str, Any]]] = {}
     for dispatch in day.dispatches():
         truth.setdefault(dispatch["department"], []).append(dispatch)
@@ -271,16 +212,16 @@ def test_dispatches_returns_extensions_and_completions_per_department_match(day:
         assert got["extension_requested"] == extended, code
         assert got["extensions_granted"] == count("extension_granted"), code
         assert got["redone"] == count("redo"), code
-        assert got["resolution_rate"] == _ratio(got["resolved"], completed), code
-        assert got["return_rate"] == _ratio(returned, len(mine)), code
-        assert got["extension_rate"] == _ratio(extended, len(mine)), code
+        assert got["resolution_rate"] == ratio(got["resolved"], completed), code
+        assert got["return_rate"] == ratio(returned, len(mine)), code
+        assert got["extension_rate"] == ratio(extended, len(mine)), code
         # Deadlines in working days, a run in minutes: every answer and completion is on time.
         answered = sum(d["accepted"] or d["returned"] for d in mine)
         assert got["accepted_on_time"] == answered and got["acceptance_due"] == answered, code
         assert got["completed_on_time"] == completed and got["completion_due"] == completed, code
         assert got["supervised"] == 0 and got["escalated"] == 0, code
         ended = [
-            (_time(d["left_at"]) - _time(d["sent_at"])).total_seconds()
+            (moment(d["left_at"]) - moment(d["sent_at"])).total_seconds()
             for d in mine
             if d["completed"] or d["withdrawn"]
         ]
@@ -289,7 +230,7 @@ def test_dispatches_returns_extensions_and_completions_per_department_match(day:
 
 
 def test_follow_ups_by_satisfaction_are_the_citizens_verdicts(day: BackOfficeDay) -> None:
-    kpis = _by(day.view("kpi_departments"), "department")
+    kpis = keyed_by(day.view("kpi_departments"), "department")
     judged: dict[str, Counter[str]] = {}
     for follow_up in day.follow_ups():
         judged.setdefault(follow_up["department"], Counter())[follow_up["satisfaction"]] += 1
@@ -299,7 +240,7 @@ def test_follow_ups_by_satisfaction_are_the_citizens_verdicts(day: BackOfficeDay
         satisfied = verdicts["satisfied"] + verdicts["basically_satisfied"]
         assert got["follow_ups"] == follow_ups, code
         assert got["satisfied"] == satisfied, code
-        assert got["satisfaction_rate"] == _ratio(satisfied, follow_ups), code
+        assert got["satisfaction_rate"] == ratio(satisfied, follow_ups), code
     facts = {
         row["dispatch_id"]: row
         for row in day.query(
