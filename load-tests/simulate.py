@@ -72,6 +72,8 @@ def main() -> int:
         peak_arrivals_per_s=args.rate,
         agents=args.agents,
     )
+    # The demo's back office also asks for sign-off: a quarter of the tickets whose dispatches are done.
+    scenario = replace(scenario, back_office=replace(scenario.back_office, approval_share=0.25))
     running = []
     found = launcher.already_running() if args.start_services else {}
     if found:
@@ -92,6 +94,7 @@ def main() -> int:
         Settings().kafka,
         kpi=addresses["kpi"],
         tickets="" if args.no_back_office else addresses["tickets"],
+        approvals="" if args.no_back_office else addresses["approvals"],
     )
     memory = MemoryWatch({item.service.name: item.process.pid for item in running})
     sim = Simulation(scenario, endpoints)
