@@ -111,7 +111,9 @@ class DispatchRecord:
 class StepRecord:
     """One step of an approval as its approver handled it. It opened when the previous step's
     approval was heard (the first: the request's time, as the approvals service shows it); it waited
-    on the requester from the question heard asked to the answer heard given."""
+    on the requester from the question (the service's own time of it, from the trail) to the answer,
+    which the service recorded between the moment the answer was sent and the one it returned: so the
+    time waited is known between ``paused_min_s`` and ``paused_s``, however slow the machine."""
 
     index: int
     department: str
@@ -121,7 +123,8 @@ class StepRecord:
     info_requests: int = 0
     asked_version: int = 0  # the request's version the question made
     asked_at: datetime | None = None
-    paused_s: float = 0.0
+    paused_s: float = 0.0  # at most: until each answer returned
+    paused_min_s: float = 0.0  # at least: until each answer was sent
     outcome: str = ""  # approved, rejected
     ended_at: datetime | None = None
 
@@ -138,6 +141,7 @@ class StepRecord:
             "opened_at": self.opened_at.isoformat(),
             "info_requests": self.info_requests,
             "paused_s": self.paused_s,
+            "paused_min_s": self.paused_min_s,
             "outcome": self.outcome,
             "ended_at": self.ended_at.isoformat() if self.ended_at else None,
             "duration_s": self.duration_s,
@@ -659,10 +663,13 @@ class Backoffice:
             answer="The receipts and the citizen's bank details are attached.",
         )
 
+        sent = datetime.now(UTC)
+
         def answered(_: Any) -> None:
             step = approval.step(index)
             if step is not None and step.asked_at is not None:
                 step.paused_s += (datetime.now(UTC) - step.asked_at).total_seconds()
+                step.paused_min_s += (sent - step.asked_at).total_seconds()
                 step.asked_at = None
 
         self.sim.call(self.approvals_desk.ProvideInformation, request, then=answered)
@@ -746,7 +753,9 @@ class Backoffice:
         def decided(response: Any) -> None:
             view, now = response.approval, datetime.now(UTC)
             if decision == "info":
-                step.phase, step.asked_version, step.asked_at = "asked", view.version, now
+                # The question's time as the service recorded it: the newest decision of the trail.
+                asked = view.trail[-1].decided_at.ToDatetime(tzinfo=UTC) if view.trail else now
+                step.phase, step.asked_version, step.asked_at = "asked", view.version, asked
                 step.info_requests += 1
                 return
             step.phase, step.outcome, step.ended_at = "decided", decision, now
