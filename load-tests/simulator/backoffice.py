@@ -110,10 +110,11 @@ class DispatchRecord:
 @dataclass
 class StepRecord:
     """One step of an approval as its approver handled it. It opened when the previous step's
-    approval was heard (the first: the request's time, as the approvals service shows it); it waited
-    on the requester from the question (the service's own time of it, from the trail) to the answer,
-    which the service recorded between the moment the answer was sent and the one it returned: so the
-    time waited is known between ``paused_min_s`` and ``paused_s``, however slow the machine."""
+    approval was recorded and ended at its own decision, each at the service's own time of it (the
+    trail's; the first step at the request's time); it waited on the requester from the question (the
+    trail's time) to the answer, which the service recorded between the moment the answer was sent and
+    the one it returned: so the time waited is known between ``paused_min_s`` and ``paused_s``, and the
+    time in the department between ``duration_s`` and ``duration_max_s``, however slow the machine."""
 
     index: int
     department: str
@@ -130,9 +131,17 @@ class StepRecord:
 
     @property
     def duration_s(self) -> float | None:
+        """Time in the department, at least (less the longest the pauses can have been)."""
         if self.ended_at is None:
             return None
         return (self.ended_at - self.opened_at).total_seconds() - self.paused_s
+
+    @property
+    def duration_max_s(self) -> float | None:
+        """Time in the department, at most (less the shortest the pauses can have been)."""
+        if self.ended_at is None:
+            return None
+        return (self.ended_at - self.opened_at).total_seconds() - self.paused_min_s
 
     def truth(self) -> dict[str, Any]:
         return {
@@ -145,6 +154,7 @@ class StepRecord:
             "outcome": self.outcome,
             "ended_at": self.ended_at.isoformat() if self.ended_at else None,
             "duration_s": self.duration_s,
+            "duration_max_s": self.duration_max_s,
         }
 
 
@@ -751,11 +761,12 @@ class Backoffice:
         )
 
         def decided(response: Any) -> None:
-            view, now = response.approval, datetime.now(UTC)
+            view = response.approval
+            # The decision's time as the service recorded it (the newest entry of the trail): the
+            # step's end, the next step's opening, or the start of a wait for information.
+            now = view.trail[-1].decided_at.ToDatetime(tzinfo=UTC) if view.trail else datetime.now(UTC)
             if decision == "info":
-                # The question's time as the service recorded it: the newest decision of the trail.
-                asked = view.trail[-1].decided_at.ToDatetime(tzinfo=UTC) if view.trail else now
-                step.phase, step.asked_version, step.asked_at = "asked", view.version, asked
+                step.phase, step.asked_version, step.asked_at = "asked", view.version, now
                 step.info_requests += 1
                 return
             step.phase, step.outcome, step.ended_at = "decided", decision, now
