@@ -4,19 +4,16 @@ request means the same on either."""
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from callcenter.approvals.v1 import events_pb2 as ev
 from callcenter.approvals.v1 import service_pb2 as pb
-from callcenter.common.v1 import types_pb2
 
 from services.approvals import domain
-from services.approvals.domain import DISPATCH_KINDS, ApprovalRequest, Requester, Step
+from services.approvals.domain import ApprovalRequest, Requester, Step
 from services.approvals.handlers import ApprovalsService
 from services.approvals.policies import CENTER
 from services.platform.identity import Principal, Role, department_acted_for
 from services.platform.paging import page_of as page
-from services.platform.timestamps import pb_duration, ts
+from services.platform.timestamps import ts
 
 __all__ = [
     "approval_view",
@@ -100,11 +97,9 @@ def approval_view(approval: ApprovalRequest, version: int = 0) -> pb.ApprovalVie
         approval_id=approval.approval_id,
         ticket_id=approval.ticket_id,
         kind=approval.kind,
-        amount=None
-        if approval.kind in DISPATCH_KINDS
-        else types_pb2.Money(minor_units=approval.amount_minor, currency=approval.currency),
+        amount=approval.money,
         dispatch_id=approval.dispatch_id,
-        extension=pb_duration(timedelta(seconds=approval.extension_s)) if approval.extension_s else None,
+        extension=approval.extension,
         status=_STATUSES.get(approval.status, pb.APPROVAL_STATUS_UNSPECIFIED),
         open_steps=[approval.current] if approval.open_step is not None else [],
         version=version,

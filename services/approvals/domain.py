@@ -23,6 +23,7 @@ from decimal import Decimal
 
 from callcenter.approvals.v1 import events_pb2 as ev
 from callcenter.common.v1 import types_pb2
+from google.protobuf.duration_pb2 import Duration as PbDuration
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -131,6 +132,17 @@ class ApprovalRequest:
     def values(self) -> dict[str, str]:
         """The parameters a policy chooses this request's chain by, besides the amount."""
         return {"kind": self.kind, "customer_tier": self.customer_tier, "ticket_type": self.ticket_type}
+
+    @property
+    def money(self) -> types_pb2.Money | None:
+        """The amount asked for; none for a dispatch review (its measure is the extension)."""
+        if self.kind in DISPATCH_KINDS:
+            return None
+        return types_pb2.Money(minor_units=self.amount_minor, currency=self.currency)
+
+    @property
+    def extension(self) -> PbDuration | None:
+        return pb_duration(timedelta(seconds=self.extension_s)) if self.extension_s else None
 
     def involves(self, department: str) -> bool:
         """Whether any step of the chain (or its backup) is decided in ``department``."""

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
 
 from callcenter.approvals.v1 import events_pb2 as ev
 from callcenter.approvals.v1 import service_pb2 as pb
 from callcenter.approvals.v1 import service_pb2_grpc
-from callcenter.common.v1 import types_pb2
 
 from services.approvals import domain
 from services.approvals.api_common import (
@@ -25,7 +23,7 @@ from services.approvals.handlers import ApprovalsService, approval_id_for
 from services.platform.errors import InvalidArgument
 from services.platform.identity import current_principal
 from services.platform.requests import Request
-from services.platform.timestamps import dt, pb_duration, ts
+from services.platform.timestamps import dt, ts
 
 # Delegation ids derive from the request id: a retried Delegate names the same delegation.
 DELEGATION_IDS = uuid.UUID("b3a0d6f1-8c2e-4e79-9d15-6f0a2c7e4b91")
@@ -134,12 +132,8 @@ class ApprovalsServicer(service_pb2_grpc.ApprovalsServiceServicer):
                 pb.DryRunChange(
                     approval_id=approval.approval_id,
                     kind=approval.kind,
-                    amount=None
-                    if approval.kind in domain.DISPATCH_KINDS
-                    else types_pb2.Money(minor_units=approval.amount_minor, currency=approval.currency),
-                    extension=pb_duration(timedelta(seconds=approval.extension_s))
-                    if approval.extension_s
-                    else None,
+                    amount=approval.money,
+                    extension=approval.extension,
                     policy_version=approval.policy_version,
                     rule=approval.rule,
                     new_rule=rule,
